@@ -1,0 +1,280 @@
+"""The sweep driver behind ``rdp-bench run``: plan tasks, hand them to an executor, persist results.
+
+Results are keyed by (codec, checkpoint sha256, rate point, image pixel hash). Re-running a command
+skips what is done; a run killed at any point resumes without duplicate or lost rows, because each
+item is persisted in the order bitstream -> partials -> row, and a row only counts once all exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from rdp_bench.bench.executors import get_executor
+from rdp_bench.bench.provenance import base_provenance
+from rdp_bench.bench.store import ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, row_key
+from rdp_bench.bench.tasks import BatchTask, ItemResult, TaskItem
+from rdp_bench.codecs import Codec, get_codec
+from rdp_bench.codecs.base import select_device
+from rdp_bench.datasets import Dataset, load_dataset
+from rdp_bench.imageio import save_image, uint8_to_tensor
+from rdp_bench.metrics import DEFAULT_METRICS, DatasetMetric, get_metric, metric_availability, metric_class
+
+#: CompressAI's names for the summary JSON, so ``compressai.utils.plot`` reads it
+COMPRESSAI_NAMES = {"psnr": "psnr-rgb", "ms-ssim": "ms-ssim-rgb"}
+
+
+@dataclass
+class RunConfig:
+    codecs: list[str]
+    dataset: str
+    out: Path
+    rates: list[str] | None = None
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    batch_size: int = 1
+    device: str | None = None
+    seed: int = 0
+    data_root: Path | None = None
+    limit: int | None = None
+    save_recon: bool = False
+    executor: str = "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)
+    codec_options: dict[str, Any] = field(default_factory=dict)
+    metric_options: dict[str, Any] = field(default_factory=dict)
+    allow_download: bool = True
+    progress: bool = True
+    argv: list[str] | None = None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)
+
+
+def select_rate_points(codec: Codec, wanted: list[str] | None) -> list:
+    """``--rate`` entries are labels, indices, or ``codec:label``; entries for other codecs are ignored."""
+    points = codec.rate_points()
+    if not wanted:
+        return points
+    chosen = []
+    for entry in wanted:
+        target, _, key = entry.rpartition(":")
+        if target and target != codec.name:
+            continue
+        if key.lstrip("-").isdigit():
+            chosen.append(points[int(key)])
+        else:
+            chosen.append(codec.rate_point(key))
+    return chosen
+
+
+def dataset_fingerprint(hashes: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
+
+
+class Sweep:
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.store = ResultsStore(self.run_dir)
+        self.device = select_device(cfg.device)
+        self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
+        self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
+        self.metric_status = {m: metric_availability(m, **cfg.metric_options) for m in cfg.metrics}
+        self.unavailable = tuple(sorted((m, s.reason) for m, s in self.metric_status.items() if not s))
+        self.dataset_metrics = [m for m in cfg.metrics if issubclass(metric_class(m), DatasetMetric)]
+        self.image_metrics = [m for m in cfg.metrics if m not in self.dataset_metrics]
+        self.hashes = {item.image_id: item.sha256() for item in self.dataset.items}
+
+    # paths --------------------------------------------------------------------------------------
+    def bitstream_rel(self, codec: str, checkpoint: str, rate: str, image_id: str, sha: str) -> str:
+        ckpt = "" if checkpoint == "none" else f"{checkpoint[:12]}/"
+        stem = _slug(Path(image_id).with_suffix("").as_posix())
+        return f"bitstreams/{codec}/{ckpt}{_slug(rate)}/{stem}-{sha[:8]}.rdpb"
+
+    def partial_path(self, metric: str, codec: str, checkpoint: str, rate: str, sha: str) -> Path:
+        return self.run_dir / "partials" / metric / codec / checkpoint[:12] / _slug(rate) / f"{sha[:24]}.npz"
+
+    @staticmethod
+    def shape_of(item) -> tuple[int, int]:
+        with Image.open(item.path) as im:
+            return im.size[1], im.size[0]
+
+    # planning -----------------------------------------------------------------------------------
+    def plan(self) -> list[BatchTask]:
+        tasks: list[BatchTask] = []
+        available_dataset_metrics = [m for m in self.dataset_metrics if self.metric_status[m]]
+        for name, codec in self.codecs.items():
+            for point in select_rate_points(codec, self.cfg.rates):
+                ckpt = codec.checkpoint_id(point)
+                todo_by_shape: dict[tuple[int, int], list[TaskItem]] = defaultdict(list)
+                for item in self.dataset.items:
+                    sha = self.hashes[item.image_id]
+                    row = self.store.get((name, ckpt, point.label, sha))
+                    rel = self.bitstream_rel(name, ckpt, point.label, item.image_id, sha)
+                    missing_partial = any(
+                        not self.partial_path(m, name, ckpt, point.label, sha).exists() for m in available_dataset_metrics
+                    )
+                    if row is not None and not missing_partial and all(m in row for m in self.image_metrics):
+                        continue
+                    reuse = row is not None and (self.run_dir / rel).exists()
+                    todo_by_shape[self.shape_of(item) if self.cfg.batch_size > 1 else (0, 0)].append(
+                        TaskItem(item.image_id, str(item.path), sha, rel, reuse_bitstream=reuse)
+                    )
+                for items in todo_by_shape.values():
+                    for start in range(0, len(items), self.cfg.batch_size):
+                        tasks.append(
+                            BatchTask(
+                                codec=name,
+                                rate_label=point.label,
+                                items=tuple(items[start : start + self.cfg.batch_size]),
+                                dataset=self.dataset.name,
+                                metrics=tuple(self.cfg.metrics),
+                                unavailable=self.unavailable,
+                                codec_options=tuple(sorted(self.cfg.codec_options.items())),
+                                metric_options=tuple(sorted(self.cfg.metric_options.items())),
+                                device=self.cfg.device,
+                                save_recon=self.cfg.save_recon,
+                            )
+                        )
+        return tasks
+
+    # persisting ---------------------------------------------------------------------------------
+    def commit(self, result: ItemResult) -> None:
+        path = self.run_dir / result.bitstream_rel
+        if not path.exists() or path.read_bytes() != result.bitstream:
+            atomic_write_bytes(path, result.bitstream)
+        row = result.row
+        for metric, partial in result.partials.items():
+            target = self.partial_path(metric, row["codec"], row["checkpoint"], row["rate_label"], row["image_sha256"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.stem + ".tmp.npz")
+            np.savez(tmp, **partial)
+            tmp.replace(target)
+        if result.recon is not None:
+            recon_path = self.run_dir / "recon" / row["codec"] / _slug(row["rate_label"]) / (
+                Path(row["image_id"]).with_suffix(".png").as_posix()
+            )
+            recon_path.parent.mkdir(parents=True, exist_ok=True)
+            save_image(uint8_to_tensor(result.recon), recon_path)
+        self.store.add(row)
+
+    def finalize_dataset_metrics(self) -> None:
+        fingerprint = dataset_fingerprint(self.hashes.values())
+        for name, codec in self.codecs.items():
+            for point in select_rate_points(codec, self.cfg.rates):
+                ckpt = codec.checkpoint_id(point)
+                for metric_name in self.dataset_metrics:
+                    base = {"codec": name, "checkpoint": ckpt, "rate_label": point.label, "rate_id": codec.rate_id(point),
+                            "dataset": self.dataset.name, "dataset_fingerprint": fingerprint, "metric": metric_name,
+                            "images": len(self.hashes)}
+                    if self.store.get_dataset(ResultsStore.dataset_key(base)):
+                        continue
+                    status = self.metric_status[metric_name]
+                    if not status:
+                        self.store.add_dataset({**base, "value": math.nan, "reason": status.reason})
+                        continue
+                    metric = get_metric(metric_name, device=self.cfg.device, **self.cfg.metric_options)
+                    assert isinstance(metric, DatasetMetric)
+                    paths = [self.partial_path(metric_name, name, ckpt, point.label, sha) for sha in self.hashes.values()]
+                    values = metric.finalize(iter_partials(paths))
+                    first = next(iter(values))
+                    extra = {k: v for k, v in values.items() if k != first}
+                    self.store.add_dataset({**base, "value": values[first], "reason": "", **extra})
+
+    def write_summaries(self) -> None:
+        current = set(self.hashes.values())
+        for name, codec in self.codecs.items():
+            results: dict[str, list[Any]] = defaultdict(list)
+            for point in select_rate_points(codec, self.cfg.rates):
+                ckpt = codec.checkpoint_id(point)
+                rows = [r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
+                        and r["rate_label"] == point.label and r["image_sha256"] in current]
+                if not rows:
+                    continue
+                results["rate_label"].append(point.label)
+                keys = ["bpp", "encoding_time", "decoding_time", *self.image_metrics]
+                keys += sorted({k for r in rows for k, v in r.items() if k.startswith("bpp_") and isinstance(v, (int, float))})
+                for key in keys:
+                    vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+                    finite = [v for v in vals if math.isfinite(v)]
+                    results[COMPRESSAI_NAMES.get(key, key)].append(float(np.mean(finite)) if finite else None)
+                for metric_name in self.dataset_metrics:
+                    hit = [r for r in self.store.dataset_rows() if r["codec"] == name and r["checkpoint"] == ckpt
+                           and r["rate_label"] == point.label and r["metric"] == metric_name
+                           and r["dataset_fingerprint"] == dataset_fingerprint(current)]
+                    value = hit[-1]["value"] if hit else None
+                    results[metric_name].append(value if isinstance(value, (int, float)) and math.isfinite(value) else None)
+            summary = {
+                "name": name,
+                "description": f"{codec.description} on {self.dataset.name} ({len(current)} images)",
+                "results": dict(results),
+            }
+            atomic_write_text(self.run_dir / "summary" / f"{name}.json", json.dumps(summary, indent=2))
+
+    def write_provenance(self) -> None:
+        path = self.run_dir / "provenance.json"
+        history = json.loads(path.read_text()) if path.exists() else {"runs": []}
+        codecs = {}
+        for name, codec in self.codecs.items():
+            codecs[name] = {
+                "description": codec.description,
+                "rate_points": {p.label: {"params": p.params, "checkpoint": codec.checkpoint_id(p)}
+                                for p in select_rate_points(codec, self.cfg.rates)},
+                **codec.provenance(),
+            }
+        metrics = {}
+        for m in self.cfg.metrics:
+            status = self.metric_status[m]
+            info: dict[str, Any] = {"available": status.ok, "reason": status.reason}
+            if status:
+                try:
+                    info.update(get_metric(m, device=self.cfg.device, **self.cfg.metric_options).provenance())
+                except Exception as exc:  # provenance must never abort a run
+                    info["provenance_error"] = str(exc)
+            metrics[m] = info
+        entry = {
+            **base_provenance(self.device, self.cfg.seed, self.cfg.argv),
+            "dataset": {"name": self.dataset.name, "root": str(self.dataset.root), "images": len(self.dataset),
+                        "fingerprint": dataset_fingerprint(self.hashes.values())},
+            "executor": self.cfg.executor,
+            "batch_size": self.cfg.batch_size,
+            "codec_options": self.cfg.codec_options,
+            "codecs": codecs,
+            "metrics": metrics,
+        }
+        history["runs"].append(entry)
+        atomic_write_text(path, json.dumps(history, indent=2, default=str))
+
+    # the whole thing ------------------------------------------------------------------------------
+    def run(self) -> ResultsStore:
+        torch.manual_seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed)
+        self.write_provenance()
+        tasks = self.plan()
+        total = sum(len(t.items) for t in tasks)
+        executor = get_executor(self.cfg.executor, **self.cfg.executor_options)
+        with tqdm(total=total, desc="encode/decode/measure", unit="img", disable=not self.cfg.progress) as bar:
+            for task, results in executor.run(tasks, self.run_dir):
+                for result in results:
+                    self.commit(result)
+                bar.set_postfix_str(f"{task.codec} {task.rate_label}")
+                bar.update(len(results))
+        self.finalize_dataset_metrics()
+        self.store.write_tables()
+        self.write_summaries()
+        return self.store
+
+
+def run_benchmark(cfg: RunConfig) -> ResultsStore:
+    return Sweep(cfg).run()

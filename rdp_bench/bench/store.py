@@ -1,0 +1,155 @@
+"""Crash-safe results store for a run folder.
+
+``rows.jsonl`` is the append-only source of truth: one JSON object per (codec, checkpoint, rate point,
+image), each line flushed and fsync'ed. A run killed mid-write leaves at most one partial last line,
+which is dropped on the next open. ``results.csv`` is the tidy table materialised from it (one row per
+key, later entries completing earlier ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256")
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row[k]) for k in KEY_FIELDS)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf: store them as strings a reader turns back into floats.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _restore(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
+
+
+class JsonlLog:
+    """Append-only JSON-lines file that tolerates a torn last line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1  # drop the torn tail left by a killed writer
+            with open(self.path, "r+b") as f:
+                f.truncate(keep)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                out.append({k: _restore(v) for k, v in json.loads(line).items()})
+        return out
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps({k: _clean(v) for k, v in record.items()}, default=_json_default, sort_keys=True) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class ResultsStore:
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rows_log = JsonlLog(self.run_dir / "rows.jsonl")
+        self.dataset_log = JsonlLog(self.run_dir / "dataset_metrics.jsonl")
+        self._rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        for row in self.rows_log.read():
+            self._merge(row)
+        self._dataset_rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        for row in self.dataset_log.read():
+            self._dataset_rows[self.dataset_key(row)] = row
+
+    # per-image rows -------------------------------------------------------------------------
+    def _merge(self, row: dict[str, Any]) -> None:
+        key = row_key(row)
+        self._rows[key] = {**self._rows.get(key, {}), **row}
+
+    def get(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+        return self._rows.get(key)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows_log.append(row)
+        self._merge(row)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return list(self._rows.values())
+
+    # dataset-level rows ---------------------------------------------------------------------
+    @staticmethod
+    def dataset_key(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row[k]) for k in ("codec", "checkpoint", "rate_label", "dataset_fingerprint", "metric"))
+
+    def get_dataset(self, key: tuple[str, ...]) -> dict[str, Any] | None:
+        return self._dataset_rows.get(key)
+
+    def add_dataset(self, row: dict[str, Any]) -> None:
+        self.dataset_log.append(row)
+        self._dataset_rows[self.dataset_key(row)] = row
+
+    def dataset_rows(self) -> list[dict[str, Any]]:
+        return list(self._dataset_rows.values())
+
+    # tables -----------------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows())
+
+    def dataset_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.dataset_rows())
+
+    def write_tables(self) -> None:
+        table = self.table()
+        if not table.empty:
+            table = table.sort_values(["codec", "rate_id", "image_id"], kind="stable")
+        atomic_write_text(self.run_dir / "results.csv", table.to_csv(index=False))
+        atomic_write_text(self.run_dir / "dataset_metrics.csv", self.dataset_table().to_csv(index=False))
+
+
+def iter_partials(paths: Iterable[Path]) -> Iterable[dict[str, np.ndarray]]:
+    for p in paths:
+        with np.load(p) as z:
+            yield {k: z[k] for k in z.files}

@@ -1,0 +1,167 @@
+"""The unit of work of a sweep, and the pure function that does it.
+
+A ``BatchTask`` is picklable (names, paths, hashes): any executor, in-process or on a Ray worker, can
+run it with ``run_task``. Its result carries everything the driver persists: the row, the bitstream
+bytes, the dataset-metric partials and, when asked, the reconstruction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rdp_bench.codecs import Codec, get_codec
+from rdp_bench.container import bits_per_pixel
+from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
+from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    image_id: str
+    path: str
+    sha256: str
+    #: relative path of the bitstream inside the run folder
+    bitstream_rel: str
+    #: set when the bitstream already exists and only metrics are missing: decode it, don't re-encode
+    reuse_bitstream: bool = False
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    codec: str
+    rate_label: str
+    items: tuple[TaskItem, ...]
+    dataset: str
+    metrics: tuple[str, ...]
+    unavailable: tuple[tuple[str, str], ...] = ()
+    codec_options: tuple[tuple[str, Any], ...] = ()
+    metric_options: tuple[tuple[str, Any], ...] = ()
+    device: str | None = None
+    save_recon: bool = False
+
+    @property
+    def shape_key(self) -> tuple[str, str]:
+        return (self.codec, self.rate_label)
+
+
+@dataclass
+class ItemResult:
+    row: dict[str, Any]
+    bitstream: bytes
+    bitstream_rel: str
+    partials: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    recon: np.ndarray | None = None
+
+
+class InstanceCache:
+    """Keeps codec and metric objects alive across tasks in one process (weights load once)."""
+
+    def __init__(self) -> None:
+        self._codecs: dict[tuple, Codec] = {}
+        self._metrics: dict[tuple, Metric] = {}
+
+    def codec(self, task: BatchTask) -> Codec:
+        key = (task.codec, task.device, task.codec_options)
+        if key not in self._codecs:
+            self._codecs[key] = get_codec(task.codec, device=task.device, **dict(task.codec_options))
+        return self._codecs[key]
+
+    def metric(self, name: str, task: BatchTask) -> Metric:
+        key = (name, task.device, task.metric_options)
+        if key not in self._metrics:
+            self._metrics[key] = get_metric(name, device=task.device, **dict(task.metric_options))
+        return self._metrics[key]
+
+
+_DEFAULT_CACHE = InstanceCache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None = None) -> list[ItemResult]:
+    """Encode (or reuse), write to disk, decode from disk, and measure every item of one batch."""
+    cache = cache or _DEFAULT_CACHE
+    codec = cache.codec(task)
+    point = codec.rate_point(task.rate_label)
+    rate_id = codec.rate_id(point)
+    originals = [load_image_uint8(item.path) for item in task.items]
+    images = [uint8_to_tensor(a) for a in originals]
+    bitstream_root = Path(bitstream_root)
+
+    # encode the items that need it, in one codec batch
+    fresh = [i for i, item in enumerate(task.items) if not item.reuse_bitstream]
+    extras: dict[int, dict[str, Any]] = {}
+    enc_time = math.nan
+    if fresh:
+        _sync(codec.device)
+        t0 = time.perf_counter()
+        encoded = codec.encode_detailed([images[i] for i in fresh], point)
+        _sync(codec.device)
+        enc_time = (time.perf_counter() - t0) / len(fresh)
+        for i, enc in zip(fresh, encoded):
+            path = bitstream_root / task.items[i].bitstream_rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(enc.bitstream)
+            tmp.replace(path)
+            extras[i] = enc.extras
+
+    # decode from the files on disk, never from memory
+    bitstreams = [(bitstream_root / item.bitstream_rel).read_bytes() for item in task.items]
+    _sync(codec.device)
+    t0 = time.perf_counter()
+    decoded = codec.decode(bitstreams)
+    _sync(codec.device)
+    dec_time = (time.perf_counter() - t0) / len(task.items)
+
+    unavailable = dict(task.unavailable)
+    results = []
+    for i, item in enumerate(task.items):
+        ref, rec = images[i], quantize_8bit(decoded[i].float().cpu())
+        h, w = ref.shape[-2:]
+        row: dict[str, Any] = {
+            "codec": task.codec,
+            "checkpoint": codec.checkpoint_id(point),
+            "rate_label": point.label,
+            "rate_id": rate_id,
+            "rate_params": json.dumps(point.params, sort_keys=True),
+            "dataset": task.dataset,
+            "image_id": item.image_id,
+            "image_sha256": item.sha256,
+            "height": h,
+            "width": w,
+            "bytes": len(bitstreams[i]),
+            "bpp": bits_per_pixel(bitstreams[i], h, w),
+            "decoding_time": dec_time,
+            "device": str(codec.device),
+            "bitstream": item.bitstream_rel,
+        }
+        if not item.reuse_bitstream:
+            row["encoding_time"] = enc_time
+            row.update(extras.get(i, {}))
+        partials: dict[str, dict[str, np.ndarray]] = {}
+        for name in task.metrics:
+            if name in unavailable:
+                row[name] = math.nan
+                continue
+            metric = cache.metric(name, task)
+            if isinstance(metric, ImageMetric):
+                row[name] = float(metric.compute(ref, rec))
+            elif isinstance(metric, DatasetMetric):
+                partials[name] = metric.extract(ref, rec, reference_key=f"{task.dataset}:{item.sha256}")
+        if unavailable:
+            row["unavailable"] = json.dumps(unavailable, sort_keys=True)
+        recon = tensor_to_uint8(rec) if task.save_recon else None
+        results.append(ItemResult(row, bitstreams[i], item.bitstream_rel, partials, recon))
+    return results

@@ -1,0 +1,128 @@
+"""The ``rdp-bench`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rate-distortion-perception benchmark for learned image codecs.")
+console = Console()
+
+
+def _split(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@app.command()
+def run(
+    codec: str = typer.Option(..., "--codec", "-c", help="Codec name(s), comma-separated (see `rdp-bench list codecs`)."),
+    dataset: str = typer.Option("samples", "--dataset", "-d", help="samples, kodak, clic2020, clic2020-test, div2k or folder:PATH."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder (created; re-running resumes)."),
+    rate: Optional[str] = typer.Option(None, "--rate", help="Rate points: labels or indices, comma-separated; `codec:label` targets one codec."),
+    metrics: str = typer.Option("psnr,ms-ssim", "--metrics", "-m", help="Metrics, comma-separated (see `rdp-bench list metrics`)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per codec call (same-shaped images are grouped)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)."),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="RDP_BENCH_DATA", help="Where downloaded datasets live."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
+    save_recon: bool = typer.Option(False, "--save-recon", help="Also save reconstructions as PNG."),
+    no_download: bool = typer.Option(False, "--no-download", help="Never download datasets."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
+    from rdp_bench.bench.runner import RunConfig, run_benchmark
+    from rdp_bench.codecs import CodecUnavailable
+    from rdp_bench.datasets import DatasetUnavailable
+
+    cfg = RunConfig(
+        codecs=_split(codec), dataset=dataset, out=out, rates=_split(rate) or None, metrics=_split(metrics),
+        batch_size=batch_size, device=device, seed=seed, data_root=data_root, limit=limit, save_recon=save_recon,
+        allow_download=not no_download, progress=not quiet, argv=["rdp-bench", *sys.argv[1:]],
+    )
+    try:
+        store = run_benchmark(cfg)
+    except (CodecUnavailable, DatasetUnavailable, KeyError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    table = store.table()
+    if table.empty:
+        console.print("no rows")
+        return
+    shown = [c for c in ("bpp", *cfg.metrics) if c in table.columns]
+    summary = table.groupby(["codec", "rate_id", "rate_label"], sort=True)[shown].mean(numeric_only=True).reset_index()
+    out_table = Table(title=f"{dataset}: mean over {table['image_sha256'].nunique()} images  ({out})")
+    for col in ["codec", "rate_label", *shown]:
+        out_table.add_column(col)
+    for _, r in summary.iterrows():
+        out_table.add_row(r["codec"], r["rate_label"], *[f"{r[c]:.4f}" for c in shown])
+    console.print(out_table)
+    dtable = store.dataset_table()
+    if not dtable.empty:
+        console.print(dtable.drop(columns=["checkpoint", "dataset_fingerprint"], errors="ignore").to_string(index=False))
+
+
+list_app = typer.Typer(help="List codecs, datasets or metrics.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+
+@list_app.command("codecs")
+def list_codecs_cmd() -> None:
+    """Every registered codec, its rate points, and whether it can run here."""
+    from rdp_bench.codecs import codec_availability, codec_class, list_codecs
+
+    table = Table(title="codecs")
+    for col in ("codec", "status", "rate points (low -> high rate)", "description"):
+        table.add_column(col)
+    for name in list_codecs():
+        status = codec_availability(name)
+        try:
+            cls = codec_class(name)
+            points = ", ".join(p.label for p in cls(device="cpu").rate_points()) if status else "-"
+            desc = cls.description
+        except Exception as exc:  # listing must survive a broken codec module
+            points, desc = "?", str(exc)
+        table.add_row(name, "ok" if status else f"unavailable: {status.reason}", points, desc)
+    console.print(table)
+
+
+@list_app.command("datasets")
+def list_datasets_cmd() -> None:
+    """Known datasets."""
+    from rdp_bench.datasets import describe_datasets
+
+    table = Table(title="datasets")
+    table.add_column("dataset")
+    table.add_column("description")
+    for name, desc in describe_datasets().items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+@list_app.command("metrics")
+def list_metrics_cmd(weights_dir: Optional[Path] = typer.Option(None, "--weights-dir")) -> None:
+    """Every registered metric and whether it can be computed here (and why not)."""
+    from rdp_bench.metrics import list_metrics, metric_availability, metric_class
+
+    opts = {"weights_dir": weights_dir} if weights_dir else {}
+    table = Table(title="metrics")
+    for col in ("metric", "kind", "better", "status", "description"):
+        table.add_column(col)
+    for name in list_metrics():
+        cls = metric_class(name)
+        status = metric_availability(name, **opts)
+        table.add_row(name, cls.kind, "higher" if cls.higher_is_better else "lower",
+                      "ok" if status else f"unavailable: {status.reason}", cls.description)
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

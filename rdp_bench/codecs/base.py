@@ -1,0 +1,150 @@
+"""The one interface every codec implements.
+
+A subclass provides ``rate_points`` and two batch methods on payloads; the base class wraps each
+payload in the rdp-bench container (codec name, rate point, image size, CRC) so that decoding needs
+nothing but the bytes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from rdp_bench.container import BitstreamError, Container
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One operating point of a codec. ``params`` are codec-specific (quality, lambda, QP, ...)."""
+
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass
+class Encoded:
+    """A container plus extra per-image numbers the codec knows (estimated bpp, BPG-equivalent bytes, ...)."""
+
+    bitstream: bytes
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class CodecUnavailable(RuntimeError):
+    """The codec cannot run here (missing weights, binary, ...); the message says what to provide."""
+
+
+def select_device(preference: str | None = None) -> torch.device:
+    """``None``/"auto" picks CUDA when present, else CPU."""
+    if preference in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+class Codec(ABC):
+    """Base class: subclasses set ``name`` and implement the payload methods.
+
+    Images are 3xHxW float tensors in [0, 1]; a batch is a sequence of them (sizes may differ, the
+    harness groups equal shapes so batched codecs can stack them).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    #: True when decoding benefits from a GPU (diffusion); the Ray executor asks for one then.
+    wants_gpu: ClassVar[bool] = False
+
+    def __init__(self, device: str | None = None, **options: Any) -> None:
+        self.device = select_device(device)
+        self.options = options
+
+    # --- what a subclass provides -------------------------------------------------------
+    @abstractmethod
+    def rate_points(self) -> list[RatePoint]:
+        """Rate points ordered from low to high rate."""
+
+    @abstractmethod
+    def encode_payloads(
+        self, images: Sequence[torch.Tensor], rate_point: RatePoint
+    ) -> list[bytes | tuple[bytes, dict[str, Any]]]:
+        """Encode a batch; each entry is the payload, optionally with an extras dict."""
+
+    @abstractmethod
+    def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
+        """Decode validated containers (all of this codec) back to images of the recorded size."""
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether this codec can run here; override to check weights or binaries."""
+        return Availability(True)
+
+    def checkpoint_id(self, rate_point: RatePoint) -> str:
+        """Identifies the model behind a rate point (sha256 of the weights); results are keyed by it."""
+        return "none"
+
+    def provenance(self) -> dict[str, Any]:
+        """Extra facts recorded in the run's provenance (weights source, licences, binary versions)."""
+        return {}
+
+    # --- the public interface --------------------------------------------------------------
+    def rate_point(self, key: int | str | RatePoint) -> RatePoint:
+        points = self.rate_points()
+        if isinstance(key, RatePoint):
+            return key
+        if isinstance(key, int):
+            return points[key]
+        for point in points:
+            if point.label == key:
+                return point
+        raise KeyError(f"{self.name}: unknown rate point {key!r}; known: {[p.label for p in points]}")
+
+    def rate_id(self, rate_point: RatePoint) -> int:
+        return [p.label for p in self.rate_points()].index(rate_point.label)
+
+    def encode_detailed(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[Encoded]:
+        point = self.rate_point(rate)
+        rid = self.rate_id(point)
+        for img in images:
+            if img.ndim != 3 or img.shape[0] != 3:
+                raise ValueError(f"{self.name}: expected 3xHxW RGB tensors, got shape {tuple(img.shape)}")
+        outputs = self.encode_payloads(images, point)
+        if len(outputs) != len(images):
+            raise RuntimeError(f"{self.name}: encoded {len(outputs)} payloads for {len(images)} images")
+        encoded = []
+        for img, out in zip(images, outputs):
+            payload, extras = out if isinstance(out, tuple) else (out, {})
+            _, h, w = img.shape
+            encoded.append(Encoded(Container(self.name, rid, h, w, bytes(payload)).pack(), dict(extras)))
+        return encoded
+
+    def encode(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[bytes]:
+        return [e.bitstream for e in self.encode_detailed(images, rate)]
+
+    def decode(self, bitstreams: Sequence[bytes]) -> list[torch.Tensor]:
+        records = [Container.unpack(b, expected_codec=self.name) for b in bitstreams]
+        n_points = len(self.rate_points())
+        for rec in records:
+            if rec.rate_id >= n_points:
+                raise BitstreamError(f"{self.name}: rate point {rec.rate_id} does not exist ({n_points} known)")
+        try:
+            images = self.decode_payloads(records)
+        except BitstreamError:
+            raise
+        except Exception as exc:  # a payload that passed the CRC but the codec cannot parse
+            raise BitstreamError(f"{self.name}: payload could not be decoded: {exc}") from exc
+        for rec, img in zip(records, images):
+            if tuple(img.shape) != (3, rec.height, rec.width):
+                raise BitstreamError(
+                    f"{self.name}: decoded shape {tuple(img.shape)} differs from header {rec.height}x{rec.width}"
+                )
+        return images

@@ -1,0 +1,89 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rdp_bench.bench.runner import RunConfig, run_benchmark
+from rdp_bench.cli import app
+
+
+def test_cli_run_writes_everything(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "--codec", "jpeg", "--dataset", "samples", "--out", str(out),
+                                   "--limit", "3", "--rate", "q10,q75", "--quiet"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 6
+    assert set(table["rate_label"]) == {"q10", "q75"}
+    for _, row in table.iterrows():
+        size = (out / row["bitstream"]).stat().st_size
+        assert row["bytes"] == size
+        assert row["bpp"] == pytest.approx(8 * size / (row["height"] * row["width"]))
+        assert row["psnr"] > 20
+    summary = json.loads((out / "summary" / "jpeg.json").read_text())
+    assert summary["name"] == "jpeg"
+    assert len(summary["results"]["bpp"]) == 2 and len(summary["results"]["psnr-rgb"]) == 2
+    assert summary["results"]["bpp"][0] < summary["results"]["bpp"][1]
+    prov = json.loads((out / "provenance.json").read_text())["runs"][-1]
+    for key in ("command", "packages", "git_revision", "device", "seed", "codecs"):
+        assert key in prov
+    assert prov["packages"]["torch"]
+
+
+def test_rerun_skips_and_never_duplicates(tmp_path):
+    cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=tmp_path, limit=2, rates=["q20"], progress=False)
+    run_benchmark(cfg)
+    first = (tmp_path / "rows.jsonl").read_text()
+    run_benchmark(cfg)
+    assert (tmp_path / "rows.jsonl").read_text() == first  # nothing redone
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+
+
+def test_batch_size_groups_shapes(tmp_path):
+    cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=tmp_path, rates=["q20"], batch_size=4, progress=False)
+    table = run_benchmark(cfg).table()
+    assert len(table) == 10
+
+
+def test_kill_9_then_resume(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rdp_bench.cli", "run", "--codec", "jpeg", "--dataset", "samples",
+           "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = out / "rows.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if rows.exists() and rows.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = rows.read_text().count("\n")
+    assert 5 <= done_before < 70, "the run must have been interrupted mid-way"
+    # simulate a torn write at the kill point
+    with open(rows, "a") as f:
+        f.write('{"codec": "jpeg", "trunc')
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 70
+    assert not table.duplicated(["codec", "checkpoint", "rate_label", "image_sha256"]).any()
+    assert rows.read_text().count("\n") == 70  # only the missing items were redone
+
+
+def test_list_commands():
+    runner = CliRunner()
+    for what in ("codecs", "datasets", "metrics"):
+        res = runner.invoke(app, ["list", what])
+        assert res.exit_code == 0, res.output
+    assert "jpeg" in runner.invoke(app, ["list", "codecs"]).output
+
+
+def test_unknown_codec_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(app, ["run", "--codec", "nope", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 2 and "unknown codec" in res.output
