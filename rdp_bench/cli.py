@@ -68,6 +68,22 @@ def run(
 
 list_app = typer.Typer(help="List codecs, datasets or metrics.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
+train_app = typer.Typer(help="Train the bundled learned-codec checkpoints.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("pack-crops")
+def pack_crops_cmd(
+    photos: Path = typer.Option(None, "--photos", help="Folder of training photos (default ../shared/photos)."),
+    out: Path = typer.Option(None, "--out", help="Output .npy (default .traindata/crops256.npy)."),
+    crop: int = typer.Option(256, "--crop"),
+    per_image: int = typer.Option(24, "--per-image"),
+) -> None:
+    """Pack random crops of the training photos (samples held out) into one .npy file."""
+    from rdp_bench.training.data import DEFAULT_PACK, DEFAULT_PHOTOS, pack_crops
+
+    path = pack_crops(out or DEFAULT_PACK, photos or DEFAULT_PHOTOS, crop=crop, per_image=per_image)
+    console.print(f"wrote {path}")
 
 
 @list_app.command("codecs")

@@ -1,0 +1,1 @@
+"""Training recipes for the bundled learned-codec checkpoints (HiFiC, CDC, CorrDiff)."""
