@@ -1,0 +1,155 @@
+"""CorrDiff: γ solvers, γ quantizers, the corrected sampling loop, and the codec round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rdp_bench.codecs.corrdiff_parts import (
+    GAMMA_CLIP, QUANTIZERS, E2EDecoder, Float16Gamma, GammaLayout, Uniform8Gamma, corrected_sample, get_quantizer,
+    mix, mse_plus_msssim, solve_gamma_gradient, solve_gamma_mse,
+)
+from rdp_bench.container import BitstreamError
+
+
+def _triplet(seed: int, shape=(2, 3, 37, 45)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g) * 1.6 - 0.8
+    x0_hat = (x + 0.4 * torch.randn(shape, generator=g)).clamp(-1, 1)
+    x0_e = (x + 0.25 * torch.randn(shape, generator=g)).clamp(-1, 1)
+    return x, x0_hat, x0_e
+
+
+def _group_mse(layout, x, x0_hat, x0_e, gamma, h, w):
+    """Per-group squared error of the *unclamped* mix (what the closed form minimises)."""
+    x, x0_hat, x0_e, gamma = x.double(), x0_hat.double(), x0_e.double(), gamma.double()
+    mixed = x0_hat + layout.expand(gamma, x.shape[-2], x.shape[-1], h, w) * (x0_e - x0_hat)
+    return layout.group_sum((mixed - x) ** 2, h, w)
+
+
+@pytest.mark.parametrize("granularity", ["scalar", "channel", "tile"])
+def test_closed_form_gamma_equals_brute_force(granularity):
+    layout = GammaLayout(granularity, tile=16)
+    x, x0_hat, x0_e = _triplet(1)
+    h, w = 33, 40  # a valid area smaller than the (padded) tensors
+    gamma = solve_gamma_mse(x, x0_hat, x0_e, layout, h=h, w=w)
+    assert gamma.shape == (2, layout.count(h, w))
+    # brute force: every group independently over a fine grid, then a finer grid around the best
+    grid = torch.linspace(-2, 3, 2001)
+    losses = torch.stack([_group_mse(layout, x, x0_hat, x0_e, torch.full_like(gamma, float(g)), h, w) for g in grid])
+    coarse = grid.double()[losses.argmin(0)]
+    fine_offsets = torch.linspace(-0.003, 0.003, 601, dtype=torch.float64)
+    fine = torch.stack([_group_mse(layout, x, x0_hat, x0_e, coarse + d, h, w) for d in fine_offsets])
+    brute = coarse + fine_offsets[fine.argmin(0)]
+    assert torch.allclose(gamma.double(), brute, atol=2e-5)
+    # and no perturbation does better
+    base = _group_mse(layout, x, x0_hat, x0_e, gamma, h, w)
+    for d in (-1e-2, 1e-2):
+        assert (_group_mse(layout, x, x0_hat, x0_e, gamma + d, h, w) > base).all()
+
+
+def test_closed_form_zero_denominator_gives_zero():
+    x, x0_hat, _ = _triplet(2)
+    gamma = solve_gamma_mse(x, x0_hat, x0_hat.clone(), GammaLayout("channel"))
+    assert torch.equal(gamma, torch.zeros(2, 3))
+    # a huge ratio is clipped, never inf/nan
+    tiny = x0_hat + 1e-3
+    assert torch.isfinite(solve_gamma_mse(x, x0_hat, tiny, GammaLayout())).all()
+    assert solve_gamma_mse(x, x0_hat, tiny, GammaLayout()).abs().max() <= GAMMA_CLIP
+
+
+def test_gradient_solver_never_worse_than_closed_form():
+    x, x0_hat, x0_e = _triplet(3, shape=(2, 3, 48, 48))
+    layout = GammaLayout()
+    loss = mse_plus_msssim(0.5)
+    g_cf = solve_gamma_mse(x, x0_hat, x0_e, layout)
+    g_gd = solve_gamma_gradient(x, x0_hat, x0_e, layout, loss, steps=6)
+    for i in range(2):
+        l_cf = loss(mix(x0_hat[i : i + 1], x0_e[i : i + 1], g_cf[i].reshape(1, 1, 1, 1)), x[i : i + 1])
+        l_gd = loss(mix(x0_hat[i : i + 1], x0_e[i : i + 1], g_gd[i].reshape(1, 1, 1, 1)), x[i : i + 1])
+        assert l_gd <= l_cf + 1e-7
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZERS))
+def test_gamma_quantizer_round_trips(name):
+    q = get_quantizer(name)
+    g = torch.Generator().manual_seed(4)
+    values = torch.cat([torch.rand(200, generator=g) * 2.2 - 0.6, torch.tensor([0.0, 1.0, 0.5, -0.25])])
+    quantized = q.quantize(values)
+    data = q.to_bytes(quantized)
+    assert len(data) == values.numel() * q.bits // 8
+    back = q.from_bytes(data, values.numel())
+    assert torch.equal(back, quantized)
+    assert torch.equal(q.quantize(quantized), quantized)  # idempotent: the grid is exact
+    assert torch.equal(q.quantize(torch.tensor([0.0, 1.0])), torch.tensor([0.0, 1.0]))
+    inside = (values > -0.5) & (values < 1.49)
+    tol = {"float16": 1e-3, "bfloat16": 4e-3, "uint8": 1 / 256 + 1e-6}[name]
+    assert (quantized[inside] - values[inside]).abs().max() <= tol
+    with pytest.raises(BitstreamError):
+        q.from_bytes(data[:-1], values.numel())
+
+
+def test_gamma_quantizer_rejects_non_finite():
+    nan16 = np.array([0x7E00], dtype=">u2").tobytes()
+    with pytest.raises(BitstreamError):
+        Float16Gamma().from_bytes(nan16, 1)
+    assert Uniform8Gamma().from_bytes(bytes([255]), 1).item() == pytest.approx(1.4921875)
+
+
+class _ToySampler:
+    """A minimal deterministic DDIM-like sampler (test double for the loop's contract only)."""
+
+    def __init__(self, steps: int) -> None:
+        ts = np.linspace(1000, 0, steps + 1).round().astype(int)
+        self.timesteps = [(int(a), int(b)) for a, b in zip(ts[:-1], ts[1:])]
+
+    @staticmethod
+    def abar(t: int) -> float:
+        return float(np.cos(t / 1000 * np.pi / 2) ** 2) * 0.999 + 0.0005
+
+    def step(self, x_t, x0, t, t_prev):
+        eps = (x_t - self.abar(t) ** 0.5 * x0) / (1 - self.abar(t)) ** 0.5
+        return self.abar(t_prev) ** 0.5 * x0 + (1 - self.abar(t_prev)) ** 0.5 * eps
+
+
+def _toy_denoiser(seed: int):
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(net.weight, std=0.2)
+
+    def denoise(x, t):
+        return torch.tanh(net(x) + t / 1000.0)
+
+    return denoise
+
+
+@pytest.mark.parametrize("granularity", ["scalar", "channel", "tile"])
+def test_loop_decoder_replays_encoder_and_gamma_one_returns_e2e(granularity):
+    torch.manual_seed(0)
+    layout = GammaLayout(granularity, tile=16)
+    x, _, x0_e = _triplet(5, shape=(3, 3, 32, 48))
+    noise = torch.randn(3, 3, 32, 48, generator=torch.Generator().manual_seed(9))
+    sampler, den = _ToySampler(4), _toy_denoiser(0)
+    with torch.no_grad():
+        enc = corrected_sample(den, x0_e, sampler, noise, target=x, layout=layout, valid=(30, 45))
+        dec = corrected_sample(den, x0_e, sampler, noise, gammas=enc.gammas, layout=layout, valid=(30, 45))
+        assert enc.gammas.shape == (3, 4, layout.count(30, 45))
+        assert torch.equal(enc.image, dec.image)
+        # the quantized γ are on the float16 grid
+        assert torch.equal(Float16Gamma().quantize(enc.gammas), enc.gammas)
+        # γ = 1 at the last step returns D(ŷ) exactly, whatever came before
+        forced = enc.gammas.clone()
+        forced[:, -1] = 1.0
+        out = corrected_sample(den, x0_e, sampler, noise, gammas=forced, layout=layout, valid=(30, 45))
+        assert torch.equal(out.image, x0_e.clamp(-1, 1))
+        # correction helps MSE versus pure diffusion (γ = 0) on the valid area
+        zero = corrected_sample(den, x0_e, sampler, noise, gammas=torch.zeros_like(enc.gammas), layout=layout)
+    err = lambda im: ((im - x)[..., :30, :45] ** 2).mean()  # noqa: E731
+    assert err(enc.image) < err(zero.image)
+
+
+def test_e2e_decoder_shapes():
+    d = E2EDecoder(16, hidden=(24, 16, 12, 8))
+    assert d.upsample_factor == 16
+    assert d(torch.zeros(2, 16, 3, 5)).shape == (2, 3, 48, 80)
