@@ -11,6 +11,14 @@ from rdp_bench.metrics.base import DatasetMetric, ImageMetric, Metric, MetricUna
 REGISTRY: dict[str, str] = {
     "psnr": "rdp_bench.metrics.psnr:PSNR",
     "ms-ssim": "rdp_bench.metrics.msssim:MSSSIM",
+    "lpips": "rdp_bench.metrics.lpips_metric:LPIPS",
+    "lpips-vgg": "rdp_bench.metrics.lpips_metric:LPIPSVGG",
+    "dists": "rdp_bench.metrics.dists_metric:DISTS",
+    "gmsd": "rdp_bench.metrics.piq_metrics:GMSD",
+    "haarpsi": "rdp_bench.metrics.piq_metrics:HaarPSI",
+    "vif": "rdp_bench.metrics.piq_metrics:VIF",
+    "fid": "rdp_bench.metrics.fid:FID",
+    "kid": "rdp_bench.metrics.fid:KID",
 }
 
 DEFAULT_METRICS = ("psnr", "ms-ssim")
