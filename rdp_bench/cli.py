@@ -136,6 +136,85 @@ def list_metrics_cmd(weights_dir: Optional[Path] = typer.Option(None, "--weights
     console.print(table)
 
 
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folder(s) written by `rdp-bench run`."),
+    anchor: str = typer.Option("bpg", "--anchor", help="Codec every BD number is measured against."),
+    out: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Report folder (tables, figures/, report.html)."),
+    method: str = typer.Option("akima", "--method", help="BD interpolation: akima, pchip (JCT-VC CTC) or cubic (VCEG-M33)."),
+    latex: bool = typer.Option(False, "--latex", help="Also write the BD tables as LaTeX (booktabs)."),
+    log_x: bool = typer.Option(False, "--log-x", help="Logarithmic bpp axis in the plots."),
+    grid_images: int = typer.Option(3, "--grid-images", min=0, help="Images in the visual comparison (0: none)."),
+    grid_bpp: Optional[float] = typer.Option(None, "--grid-bpp", help="Target bpp of the visual comparison."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Only these codecs, comma-separated, in this order."),
+) -> None:
+    """BD-rate / BD-quality tables, rate-distortion-perception plots and a self-contained report.html."""
+    from rdp_bench.reports.bdrate import METHODS
+    from rdp_bench.reports.report import make_report
+    from rdp_bench.reports.runs import ReportError
+
+    if method not in METHODS:
+        console.print(f"[red]error:[/red] --method must be one of {', '.join(METHODS)}")
+        raise typer.Exit(2)
+    try:
+        result = make_report(run_dirs, out, anchor=anchor, method=method, latex=latex, log_x=log_x,
+                             grid_images=grid_images, grid_bpp=grid_bpp, codecs=_split(codec) or None)
+    except ReportError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(result.markdown, markup=False, highlight=False)
+    console.print(f"wrote {len(result.files)} files to {out} (open {out / 'report.html'})")
+
+
+@app.command()
+def check(
+    new_run: Path = typer.Argument(..., help="Run folder to check."),
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline run folder, e.g. results/reference/samples."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Only these codecs, comma-separated."),
+    max_bpp_rise: float = typer.Option(1.0, "--max-bpp-rise", help="Allowed bpp rise per rate point, in percent."),
+    max_psnr_drop: float = typer.Option(0.05, "--max-psnr-drop", help="Allowed PSNR drop per rate point, in dB."),
+    max_msssim_drop: float = typer.Option(0.05, "--max-msssim-drop", help="Allowed MS-SSIM drop, in dB (-10log10(1-x))."),
+    max_lpips_rise: float = typer.Option(0.005, "--max-lpips-rise", help="Allowed LPIPS rise per rate point."),
+    max_dists_rise: float = typer.Option(0.005, "--max-dists-rise", help="Allowed DISTS rise per rate point."),
+    max_fid_rise: float = typer.Option(1.0, "--max-fid-rise", help="Allowed FID rise per rate point."),
+    max_kid_rise: float = typer.Option(0.002, "--max-kid-rise", help="Allowed KID rise per rate point."),
+    max_bdrate_worsening: float = typer.Option(1.0, "--max-bdrate-worsening", help="Allowed BD-rate vs the baseline curve, in percent."),
+    fail_on_checkpoint_change: bool = typer.Option(False, "--fail-on-checkpoint-change", help="A different checkpoint sha256 is a failure."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here (e.g. $GITHUB_STEP_SUMMARY)."),
+) -> None:
+    """Regression gate: exit 1 when a codec got worse than the baseline run beyond the tolerances."""
+    from rdp_bench.reports.check import Tolerances, run_check
+    from rdp_bench.reports.runs import ReportError
+
+    tol = Tolerances(max_bpp_rise, max_psnr_drop, max_msssim_drop, max_lpips_rise, max_dists_rise, max_fid_rise,
+                     max_kid_rise, max_bdrate_worsening, fail_on_checkpoint_change)
+    try:
+        result = run_check(new_run, baseline, tol, codecs=_split(codec) or None)
+    except ReportError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    colours = {"FAIL": "bold red", "ok": "green", "changed": "yellow", "skip": "dim"}
+    table = Table(title=f"rdp-bench check {new_run} against {baseline} ({result.images} images)")
+    for col in ("codec", "rate", "check", "baseline", "new", "change", "tolerance", "status"):
+        table.add_column(col)
+    for r in result.rows:
+        table.add_row(r.codec, r.rate, r.check, r.baseline, r.new, r.change, r.tolerance,
+                      f"[{colours.get(r.status, '')}]{r.status}[/]")
+    Console(width=max(console.width, 150)).print(table)  # CI logs are not terminals: don't wrap at 80
+    for note in result.notes:
+        console.print(f"note: {note}", markup=False)
+    if markdown:
+        with open(markdown, "a", encoding="utf-8") as f:
+            f.write(result.markdown())
+    if result.failures:
+        console.print(f"[bold red]FAILED[/]: {len(result.failures)} regression(s) beyond tolerance")
+        raise typer.Exit(1)
+    if not result.passed:
+        console.print("[bold red]error[/]: nothing was compared (no shared codec, rate point or metric)")
+        raise typer.Exit(2)
+    console.print(f"[green]passed[/]: {result.compared} checks within tolerance")
+
+
 def main() -> None:
     app()
 
