@@ -10,6 +10,13 @@ from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Encoded
 
 REGISTRY: dict[str, str] = {
     "jpeg": "rdp_bench.codecs.jpeg:JPEG",
+    "bpg": "rdp_bench.codecs.bpg:BPG",
+    "bpg444": "rdp_bench.codecs.bpg:BPG444",
+    "webp": "rdp_bench.codecs.webp:WebP",
+    "avif": "rdp_bench.codecs.avif:AVIF",
+    "avif420": "rdp_bench.codecs.avif:AVIF420",
+    "jxl": "rdp_bench.codecs.jxl:JXL",
+    "jpeg2000": "rdp_bench.codecs.jpeg2000:JPEG2000",
 }
 
 
