@@ -1,0 +1,256 @@
+"""Reports: BD numbers, the report folder, the HTML page in a real browser, and the `check` gate."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import bjontegaard
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.interpolate
+from PIL import Image
+from typer.testing import CliRunner
+
+from rdp_bench.cli import app
+from rdp_bench.reports.bdrate import bd
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "reference" / "samples"
+
+# The bjontegaard package's README example (libx265 presets measured with ffmpeg). The README prints
+# no numbers, so the expected values are the package 1.3.0's outputs, cross-checked below by an
+# independent integration of the same interpolants with scipy/numpy.
+RATE_ANCHOR = [9487.76, 4593.60, 2486.44, 1358.24]
+PSNR_ANCHOR = [40.037, 38.615, 36.845, 34.851]
+RATE_TEST = [9787.80, 4469.00, 2451.52, 1356.24]
+PSNR_TEST = [40.121, 38.651, 36.970, 34.987]
+EXPECTED_BD_RATE = {"akima": -4.425245, "pchip": -4.417485, "cubic": -4.420463}
+EXPECTED_BD_PSNR = {"akima": 0.119409, "pchip": 0.119693, "cubic": 0.120409}
+
+
+def _independent_bd_rate(method: str) -> float:
+    """BD-rate written from the definition: mean log-rate gap over the shared PSNR interval."""
+    def fit(q, r):
+        q, lr = np.asarray(q)[::-1], np.log10(np.asarray(r))[::-1]
+        if method == "cubic":
+            poly = np.polyint(np.polyfit(q, lr, 3))
+            return lambda a, b: np.polyval(poly, b) - np.polyval(poly, a)
+        f = scipy.interpolate.PchipInterpolator(q, lr) if method == "pchip" else scipy.interpolate.Akima1DInterpolator(q, lr)
+        return lambda a, b: float(f.integrate(a, b))
+    lo, hi = max(min(PSNR_ANCHOR), min(PSNR_TEST)), min(max(PSNR_ANCHOR), max(PSNR_TEST))
+    gap = (fit(PSNR_TEST, RATE_TEST)(lo, hi) - fit(PSNR_ANCHOR, RATE_ANCHOR)(lo, hi)) / (hi - lo)
+    return (10 ** gap - 1) * 100
+
+
+@pytest.mark.parametrize("method", ["akima", "pchip", "cubic"])
+def test_bd_rate_matches_the_bjontegaard_readme_example(method):
+    ours = bd(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST, method=method)
+    assert ours.ok and not ours.notes
+    assert ours.value == pytest.approx(EXPECTED_BD_RATE[method], abs=1e-5)
+    assert ours.value == pytest.approx(bjontegaard.bd_rate(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST, method=method), abs=1e-9)
+    assert ours.value == pytest.approx(_independent_bd_rate(method), abs=1e-6)
+    quality = bd(RATE_ANCHOR, PSNR_ANCHOR, RATE_TEST, PSNR_TEST, method=method, kind="quality")
+    assert quality.value == pytest.approx(EXPECTED_BD_PSNR[method], abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["akima", "pchip", "cubic"])
+def test_identical_curves_give_zero_and_half_rate_gives_minus_fifty(method):
+    rate = np.array([0.12, 0.25, 0.5, 1.0, 1.9])
+    psnr = np.array([26.0, 28.4, 31.0, 34.2, 37.5])
+    assert bd(rate, psnr, rate, psnr, method=method).value == pytest.approx(0.0, abs=1e-9)
+    assert bd(rate, psnr, rate, psnr, method=method, kind="quality").value == pytest.approx(0.0, abs=1e-9)
+    assert bd(rate, psnr, rate / 2, psnr, method=method).value == pytest.approx(-50.0, abs=1e-6)
+    assert bd(rate, psnr, rate * 2, psnr, method=method).value == pytest.approx(100.0, abs=1e-6)
+
+
+def test_lower_is_better_metrics_are_negated_before_interpolation():
+    rate = np.array([0.1, 0.2, 0.4, 0.8])
+    lpips = np.array([0.40, 0.28, 0.18, 0.10])  # falls as rate rises
+    better = lpips - 0.03  # lower LPIPS at every rate
+    res = bd(rate, lpips, rate, better, higher_is_better=False)
+    assert res.ok and res.value < -5
+    assert bd(rate, lpips, rate, lpips + 0.03, higher_is_better=False).value > 5
+    assert bd(rate, lpips, rate * 0.7, lpips, higher_is_better=False).value == pytest.approx(-30.0, abs=1e-6)
+    # BD-quality comes back in LPIPS units and sign: 0.03 lower
+    assert bd(rate, lpips, rate, better, higher_is_better=False, kind="quality").value == pytest.approx(-0.03, abs=1e-9)
+    # un-negated, the package would see quality falling with rate: the sign would be meaningless
+    with pytest.raises(Exception):
+        bjontegaard.bd_rate(rate, lpips, rate, better, method="akima")
+
+
+def test_na_reasons_and_dropped_points():
+    rate = np.array([0.1, 0.2, 0.4, 0.8])
+    psnr = np.array([27.0, 29.0, 31.0, 33.0])
+    far = bd(rate, psnr, rate * 40, psnr + 20)
+    assert not far.ok and "do not overlap" in far.reason
+    cubic = bd(rate[:3], psnr[:3], rate[:3], psnr[:3], method="cubic")
+    assert not cubic.ok and "cubic needs 4" in cubic.reason
+    bumpy = bd(rate, psnr, rate, np.array([27.0, 29.0, 28.5, 33.0]))  # third point worse than the second
+    assert bumpy.ok and bumpy.dropped == 1
+    low = bd(rate, psnr, rate, psnr - 3.0)
+    assert low.ok and low.notes  # overlap under 75%: the package's warning is kept as a note
+
+
+# ------------------------------------------------------------------------------------------
+# real runs
+# ------------------------------------------------------------------------------------------
+
+def _run(args: list[str]):
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def jpeg_runs(tmp_path_factory):
+    """A real jpeg run on 2 sample images at 3 rate points, and a copy standing in for a second codec run."""
+    base = tmp_path_factory.mktemp("reports")
+    run_a = base / "run_a"
+    res = _run(["run", "--codec", "jpeg", "--dataset", "samples", "--limit", "2", "--rate", "q10,q35,q75",
+                "--metrics", "psnr,ms-ssim", "--device", "cpu", "--out", str(run_a), "--quiet"])
+    assert res.exit_code == 0, res.output
+    run_b = base / "run_b"
+    shutil.copytree(run_a, run_b)
+    return run_a, run_b
+
+
+@pytest.fixture(scope="module")
+def report_dir(jpeg_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    res = _run(["report", str(jpeg_runs[0]), str(jpeg_runs[1]), "--anchor", "jpeg", "--out", str(out), "--latex",
+                "--method", "pchip", "--grid-images", "2"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_report_writes_tables_plots_and_html(report_dir):
+    md = (report_dir / "bd_tables.md").read_text()
+    assert "interpolation: pchip" in md and "anchor: jpeg" in md
+    assert "| jpeg (run_b) | **+0.00%** | **+0.00%** |" in md  # an identical run is 0 against itself
+    table = pd.read_csv(report_dir / "bd_tables.csv")
+    assert set(table["kind"]) == {"bd-rate", "bd-quality"} and set(table["method"]) == {"pchip"}
+    assert np.allclose(table["value"], 0.0, atol=1e-9)
+    assert r"\begin{tabular}" in (report_dir / "bd_rate.tex").read_text()
+    points = pd.read_csv(report_dir / "rate_points.csv")
+    assert len(points) == 6 and (points["images"] == 2).all()
+    for stem in ("rd_psnr", "rd_ms-ssim", "rd_overview"):
+        for size in ("paper", "screen"):
+            png = report_dir / "figures" / f"{stem}_{size}.png"
+            assert png.stat().st_size > 5000 and (png.with_suffix(".svg")).stat().st_size > 5000
+    with Image.open(report_dir / "figures" / "rd_psnr_paper.png") as im:
+        assert im.size[0] >= 3.0 * 300  # a paper column at 300 dpi
+    html = (report_dir / "report.html").read_text()
+    assert "src='data:image/png;base64," in html and "src=\"http" not in html and "src='http" not in html
+    assert html.count("<img") == 1 + 2 * 3  # overview plot (no FID: no D-P plane) + 2 images x (original + 2 runs)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _headless(page: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
+           "--v=0", *extra, page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+
+
+def _console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (.ci/run installs Debian's chromium)")
+def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
+    # the console check must be able to fail: a page with an error is caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>console.error('broken'); undefinedFunction();</script></body></html>")
+    assert _console_messages(_headless(bad, "--dump-dom").stderr)
+
+    page = report_dir / "report.html"
+    dom = _headless(page, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert _console_messages(dom.stderr) == []
+    images = int(re.search(r'data-images="(\d+)"', dom.stdout).group(1))
+    broken = int(re.search(r'data-images-broken="(\d+)"', dom.stdout).group(1))
+    assert images == 7 and broken == 0
+    shot = tmp_path / "report.png"
+    res = _headless(page, f"--screenshot={shot}", "--window-size=1200,2400")
+    assert res.returncode == 0 and shot.exists()
+    with Image.open(shot) as im:
+        assert im.size == (1200, 2400)
+        assert np.asarray(im.convert("L")).std() > 10  # not a blank page
+
+
+# ------------------------------------------------------------------------------------------
+# the regression gate
+# ------------------------------------------------------------------------------------------
+
+def test_check_passes_on_an_identical_run(jpeg_runs):
+    res = _run(["check", str(jpeg_runs[1]), "--baseline", str(jpeg_runs[0])])
+    assert res.exit_code == 0, res.output
+    assert "passed" in res.output and "FAIL" not in res.output
+
+
+def _inject(run: Path, **changes) -> None:
+    table = pd.read_csv(run / "results.csv")
+    at = table["rate_label"] == "q35"
+    if "bpp_factor" in changes:
+        table.loc[at, "bytes"] = (table.loc[at, "bytes"] * changes["bpp_factor"]).round().astype(int)
+        table.loc[at, "bpp"] = table.loc[at, "bpp"] * changes["bpp_factor"]
+    if "psnr_delta" in changes:
+        table.loc[at, "psnr"] = table.loc[at, "psnr"] + changes["psnr_delta"]
+    table.to_csv(run / "results.csv", index=False)
+
+
+@pytest.mark.parametrize("change,check_name", [({"bpp_factor": 1.05}, "bpp"), ({"psnr_delta": -0.3}, "PSNR")])
+def test_check_fails_on_an_injected_regression(jpeg_runs, tmp_path, change, check_name):
+    new = tmp_path / "new"
+    shutil.copytree(jpeg_runs[0], new)
+    _inject(new, **change)
+    res = _run(["check", str(new), "--baseline", str(jpeg_runs[0]), "--markdown", str(tmp_path / "summary.md")])
+    assert res.exit_code == 1, res.output
+    assert re.search(rf"│ jpeg\s+│ q35\s+│ {check_name}\s.*FAIL", res.output), res.output
+    assert re.search(r"BD-rate \(PSNR\).*FAIL", res.output)
+    assert "**FAILED**" in (tmp_path / "summary.md").read_text()
+    # within a looser tolerance the same run passes
+    loose = _run(["check", str(new), "--baseline", str(jpeg_runs[0]), "--max-bpp-rise", "10", "--max-psnr-drop", "1",
+                  "--max-bdrate-worsening", "20"])
+    assert loose.exit_code == 0, loose.output
+
+
+def test_check_reports_a_changed_checkpoint(jpeg_runs, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(jpeg_runs[0], base)
+    prov = json.loads((base / "provenance.json").read_text())
+    prov["runs"][-1]["codecs"]["jpeg"]["rate_points"]["q10"]["checkpoint"] = "ab" * 32
+    (base / "provenance.json").write_text(json.dumps(prov))
+    res = _run(["check", str(jpeg_runs[0]), "--baseline", str(base)])
+    assert res.exit_code == 0 and "checkpoint sha256" in res.output and "changed" in res.output, res.output
+    strict = _run(["check", str(jpeg_runs[0]), "--baseline", str(base), "--fail-on-checkpoint-change"])
+    assert strict.exit_code == 1
+
+
+def test_ci_regression_check_against_the_committed_reference(tmp_path):
+    """The project's own gate: cheap codecs on 2 sample images, checked against results/reference/samples."""
+    if not (REFERENCE / "results.csv").exists():
+        pytest.fail("results/reference/samples is missing: run scripts/make_reference.sh")
+    from rdp_bench.codecs import codec_availability, get_codec
+
+    reference = pd.read_csv(REFERENCE / "results.csv")
+    codecs = [c for c in ("jpeg", "bpg") if c in set(reference["codec"]) and codec_availability(c)]
+    assert "jpeg" in codecs
+    rates = []
+    for c in codecs:
+        labels = [p.label for p in get_codec(c, device="cpu").rate_points()]
+        rates += [f"{c}:{labels[1]}", f"{c}:{labels[-2]}"]
+    out = tmp_path / "ci_run"
+    res = _run(["run", "--codec", ",".join(codecs), "--dataset", "samples", "--limit", "2", "--rate", ",".join(rates),
+                "--metrics", "psnr,ms-ssim", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = _run(["check", str(out), "--baseline", str(REFERENCE), "--codec", ",".join(codecs)])
+    assert res.exit_code == 0, res.output
+    assert "2 images" in res.output and "FAIL" not in res.output
