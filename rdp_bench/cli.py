@@ -33,6 +33,7 @@ def run(
     save_recon: bool = typer.Option(False, "--save-recon", help="Also save reconstructions as PNG."),
     no_download: bool = typer.Option(False, "--no-download", help="Never download datasets."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for codecs that take one (hific, msillm)."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
     from rdp_bench.bench.runner import RunConfig, run_benchmark
@@ -43,6 +44,7 @@ def run(
         codecs=_split(codec), dataset=dataset, out=out, rates=_split(rate) or None, metrics=_split(metrics),
         batch_size=batch_size, device=device, seed=seed, data_root=data_root, limit=limit, save_recon=save_recon,
         allow_download=not no_download, progress=not quiet, argv=["rdp-bench", *sys.argv[1:]],
+        codec_options={"checkpoint": str(checkpoint)} if checkpoint else {},
     )
     try:
         store = run_benchmark(cfg)
@@ -84,6 +86,34 @@ def pack_crops_cmd(
 
     path = pack_crops(out or DEFAULT_PACK, photos or DEFAULT_PHOTOS, crop=crop, per_image=per_image)
     console.print(f"wrote {path}")
+
+
+@train_app.command("hific")
+def train_hific_cmd(
+    targets: str = typer.Option("0.1,0.2,0.4,0.8", "--targets", help="Target bpp of the models (HiFiC rate targeting)."),
+    base_minutes: float = typer.Option(20.0, "--base-minutes", help="CPU-minutes of MSE+rate pretraining."),
+    rate_minutes: float = typer.Option(5.0, "--rate-minutes", help="CPU-minutes per target: rate-targeted fine-tune."),
+    gan_minutes: float = typer.Option(4.0, "--gan-minutes", help="CPU-minutes per target: GAN fine-tune."),
+    deadline_minutes: Optional[float] = typer.Option(None, "--deadline-minutes", help="Finish within this wall time (phases shrink)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
+    crop: int = typer.Option(128, "--crop"),
+    batch: int = typer.Option(4, "--batch"),
+    threads: int = typer.Option(1, "--threads"),
+    arch: str = typer.Option("tiny", "--arch", help="tiny or full (NeuralCompression size)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default rdp_bench/weights/hific)."),
+) -> None:
+    """Train HiFiC: MSE+rate pretraining, then per target rate-targeted and conditional-GAN fine-tuning."""
+    import time
+
+    from rdp_bench.codecs.hific import WEIGHTS_DIR
+    from rdp_bench.training.hific import TrainConfig, train_hific
+
+    cfg = TrainConfig(targets=tuple(float(v) for v in _split(targets)), base_minutes=base_minutes,
+                      rate_minutes=rate_minutes, gan_minutes=gan_minutes, max_steps=max_steps, crop=crop,
+                      batch=batch, threads=threads, arch=arch,
+                      deadline=time.time() + 60 * deadline_minutes if deadline_minutes else None)
+    for path in train_hific(out or WEIGHTS_DIR, cfg, log=lambda m: console.print(m, highlight=False)):
+        console.print(f"wrote {path}")
 
 
 @list_app.command("codecs")

@@ -10,6 +10,8 @@ from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Encoded
 
 REGISTRY: dict[str, str] = {
     "jpeg": "rdp_bench.codecs.jpeg:JPEG",
+    "hific": "rdp_bench.codecs.hific:HiFiC",
+    "msillm": "rdp_bench.codecs.msillm:MSILLM",
     "bpg": "rdp_bench.codecs.bpg:BPG",
     "bpg444": "rdp_bench.codecs.bpg:BPG444",
     "webp": "rdp_bench.codecs.webp:WebP",
@@ -39,7 +41,9 @@ def codec_availability(name: str) -> Availability:
 def get_codec(name: str, **options: Any) -> Codec:
     """Instantiate a registered codec; raises CodecUnavailable with the reason when it cannot run."""
     cls = codec_class(name)
-    status = cls.availability()
+    # codecs whose availability depends on options (e.g. checkpoint=FILE) provide availability_for_options
+    check = getattr(cls, "availability_for_options", None)
+    status = check(options) if check is not None else cls.availability()
     if not status:
         raise CodecUnavailable(f"codec {name!r} is unavailable: {status.reason}")
     return cls(**options)

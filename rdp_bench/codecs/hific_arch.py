@@ -9,7 +9,7 @@ Module names and shapes follow NeuralCompression exactly at the default (full) s
 
 Coding (``compress_image`` / ``decompress_image``) follows NeuralCompression: the image is padded to
 a multiple of 64, the hyper path and all entropy coding run on CPU in float32; additionally each image
-goes through the hyper path on its own, so results do not depend on the batch size.
+goes through the networks on its own, so bitstreams and decoded images do not depend on the batch size.
 """
 
 from __future__ import annotations
@@ -227,7 +227,9 @@ class HiFiCAutoencoder(CompressionModel):
         """Encode a batch (N x 3 x H x W in [0, 1]) to one payload per image, plus estimated bits."""
         factorized, gaussian = self.coders()
         padded, _ = pad_to_multiple(images, FACTOR)
-        latent = self.encoder(padded).to("cpu", torch.float32)
+        # one image at a time everywhere: batched convolutions may round differently, and the
+        # bitstream and the decoded image must not depend on the batch size
+        latent = torch.cat([self.encoder(x).to("cpu", torch.float32) for x in padded.split(1)])
         analysis = _cpu_copy(self.hyper_analysis)
         hyper = torch.cat([analysis(y) for y in latent.split(1)])
         hyper_strings = factorized.compress(hyper)
@@ -256,7 +258,7 @@ class HiFiCAutoencoder(CompressionModel):
             raise BitstreamError("decoded latents are out of range: the payload is corrupt")
         device = next(self.decoder.parameters()).device
         dtype = next(self.decoder.parameters()).dtype
-        images = self.decoder(latent_hat.to(device, dtype)).float().clamp(0, 1).cpu()
+        images = torch.cat([self.decoder(y.to(device, dtype)).float().clamp(0, 1).cpu() for y in latent_hat.split(1)])
         return [crop(img, size) for img, size in zip(images, sizes)]
 
 
@@ -270,8 +272,24 @@ def _cpu_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module).to("cpu", torch.float32)
 
 
+def config_from_state_dict(state: dict[str, torch.Tensor]) -> HiFiCConfig:
+    """Infer the channel widths of a HiFiC-architecture state dict (full size, tiny or other)."""
+    try:
+        encoder = [state[f"encoder.blocks.{i}.0.weight"].shape[0] for i in range(5)]
+        generator = [state["decoder.block_0.1.weight"].shape[0]] + [state[f"decoder.blocks.{i}.0.weight"].shape[1] for i in range(4)]
+        blocks = len({k.split(".")[2] for k in state if k.startswith("decoder.resid_blocks.")})
+        return HiFiCConfig(
+            in_channels=state["encoder.blocks.0.0.weight"].shape[1],
+            latent_features=state["encoder.blocks.5.weight"].shape[0],
+            hyper_features=state["hyper_analysis.0.weight"].shape[0],
+            encoder_channels=tuple(encoder), generator_channels=tuple(generator), num_residual_blocks=blocks,
+        )
+    except KeyError as exc:
+        raise ValueError(f"not a HiFiC-architecture state dict (missing {exc})") from None
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ChannelNorm2D", "FACTOR", "HiFiCAutoencoder", "HiFiCConfig", "HiFiCForward", "parameter_count"]
+__all__ = ["ChannelNorm2D", "FACTOR", "config_from_state_dict", "HiFiCAutoencoder", "HiFiCConfig", "HiFiCForward", "parameter_count"]

@@ -1,0 +1,157 @@
+"""HiFiC (Mentzer et al., NeurIPS 2020) with the bundled tiny checkpoints trained by rdp-bench.
+
+Every rate point is one checkpoint in ``rdp_bench/weights/hific/`` (fp16 safetensors + JSON manifest,
+see ``rdp-bench train hific``). ``checkpoint=FILE`` (``rdp-bench run --checkpoint FILE``) runs one
+user-supplied HiFiC-architecture checkpoint instead (any width; NeuralCompression's full-size
+``HiFiCAutoencoder`` files load unchanged).
+
+Payload: ``pack_strings([hyper-latent string, latent string])``; images are padded to a multiple of
+64 and cropped back. Each image reports ``bpp_estimated`` (from the model's likelihoods) next to the
+real bpp of its container, so the entropy-coding overhead is visible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import torch
+
+from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict
+from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, config_from_state_dict
+from rdp_bench.container import Container
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hific"
+
+
+def bundled_checkpoints(weights_dir: Path = WEIGHTS_DIR) -> list[tuple[Path, dict]]:
+    """(weights file, manifest) pairs, ordered by target rate."""
+    found = []
+    for manifest_file in sorted(Path(weights_dir).glob("*.json")):
+        manifest = json.loads(manifest_file.read_text())
+        weights = manifest_file.with_name(manifest.get("file", manifest_file.stem + ".safetensors"))
+        if weights.is_file() and "target_bpp" in manifest:
+            found.append((weights, manifest))
+    return sorted(found, key=lambda item: item[1]["target_bpp"])
+
+
+class HiFiCFamily(Codec):
+    """Shared by HiFiC and MS-ILLM: one HiFiC-architecture model per rate point, loaded lazily."""
+
+    wants_gpu: ClassVar[bool] = False
+
+    def __init__(self, device: str | None = None, checkpoint: str | Path | None = None, **options: Any) -> None:
+        super().__init__(device, **options)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self._models: dict[str, HiFiCAutoencoder] = {}
+        self._sha: dict[str, str] = {}
+
+    # subclasses: where each rate point's weights come from
+    def weights_for(self, rate_point: RatePoint) -> Path:
+        return Path(rate_point.params["file"])
+
+    def expected_sha256(self, rate_point: RatePoint) -> str | None:
+        return rate_point.params.get("sha256")
+
+    def on_load(self, rate_point: RatePoint, path: Path) -> None:
+        """Hook: e.g. print a licence notice."""
+
+    def model(self, rate_point: RatePoint) -> HiFiCAutoencoder:
+        if rate_point.label not in self._models:
+            path = self.weights_for(rate_point)
+            if not path.is_file():
+                raise CodecUnavailable(f"{self.name}: checkpoint {path} not found")
+            self.on_load(rate_point, path)
+            state = load_state_dict(path, expected_sha256=self.expected_sha256(rate_point))
+            model = HiFiCAutoencoder(config_from_state_dict(state))
+            model.load_state_dict(state)
+            model.eval()
+            # the synthesis/analysis transforms may run on the GPU; the hyper path always runs on CPU
+            model.encoder.to(self.device)
+            model.decoder.to(self.device)
+            self._models[rate_point.label] = model
+        return self._models[rate_point.label]
+
+    def checkpoint_id(self, rate_point: RatePoint) -> str:
+        if rate_point.label not in self._sha:
+            known = self.expected_sha256(rate_point)
+            path = self.weights_for(rate_point)
+            self._sha[rate_point.label] = known or (file_sha256(path) if path.is_file() else "missing")
+        return self._sha[rate_point.label]
+
+    def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
+        model = self.model(rate_point)
+        out: list[tuple[bytes, dict] | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, img in enumerate(images):
+            groups[tuple(img.shape)].append(i)
+        for shape, idx in groups.items():
+            batch = torch.stack([images[i] for i in idx]).to(self.device)
+            payloads, info = model.compress_image(batch)
+            pixels = shape[1] * shape[2]
+            for j, i in enumerate(idx):
+                out[i] = (payloads[j], {"bpp_estimated": float(info["estimated_bits"][j]) / pixels})
+        return out  # type: ignore[return-value]
+
+    def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
+        points = self.rate_points()
+        out: list[torch.Tensor | None] = [None] * len(records)
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for i, rec in enumerate(records):
+            groups[(rec.rate_id, -(-rec.height // 64), -(-rec.width // 64))].append(i)
+        for (rate_id, _, _), idx in groups.items():
+            model = self.model(points[rate_id])
+            decoded = model.decompress_image([records[i].payload for i in idx], [(records[i].height, records[i].width) for i in idx])
+            for i, img in zip(idx, decoded):
+                out[i] = img
+        return out  # type: ignore[return-value]
+
+
+class HiFiC(HiFiCFamily):
+    name = "hific"
+    description = ("HiFiC architecture (NeuralCompression-compatible), bundled tiny CPU-trained checkpoints; "
+                   "checkpoint=FILE for your own")
+
+    def __init__(self, device: str | None = None, checkpoint: str | Path | None = None,
+                 weights_dir: str | Path | None = None, **options: Any) -> None:
+        super().__init__(device, checkpoint=checkpoint, **options)
+        self.weights_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if bundled_checkpoints():
+            return Availability(True)
+        return Availability(False, f"no HiFiC checkpoints in {WEIGHTS_DIR} (run `rdp-bench train hific`)")
+
+    @classmethod
+    def availability_for_options(cls, options: dict[str, Any]) -> Availability:
+        if options.get("checkpoint"):
+            path = Path(options["checkpoint"])
+            return Availability(True) if path.is_file() else Availability(False, f"checkpoint {path} not found")
+        if options.get("weights_dir") and not bundled_checkpoints(Path(options["weights_dir"])):
+            return Availability(False, f"no HiFiC checkpoints in {options['weights_dir']}")
+        return cls.availability()
+
+    def rate_points(self) -> list[RatePoint]:
+        if self.checkpoint is not None:
+            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)})]
+        return [
+            RatePoint(f"{manifest['target_bpp']:g}bpp", {"file": str(path), "sha256": manifest.get("sha256"),
+                                                          "target_bpp": manifest["target_bpp"]})
+            for path, manifest in bundled_checkpoints(self.weights_dir)
+        ]
+
+    def provenance(self) -> dict[str, Any]:
+        if self.checkpoint is not None:
+            return {"weights": str(self.checkpoint)}
+        return {"weights": {
+            f"{m['target_bpp']:g}bpp": {"file": p.name, "sha256": m.get("sha256"), "note": m.get("note"),
+                                         "perceptual_term": m.get("loss", {}).get("perceptual_term")}
+            for p, m in bundled_checkpoints(self.weights_dir)
+        }}
+
+
+__all__ = ["HiFiC", "HiFiCFamily", "WEIGHTS_DIR", "bundled_checkpoints"]

@@ -1,0 +1,98 @@
+"""MS-ILLM (Muckley et al., ICML 2023): the official NeuralCompression weights in our HiFiC architecture.
+
+The six released models ``msillm_quality_1..6`` (targets 0.035 ... 0.9 bpp) are looked up in the torch
+hub cache under their release file names, as ``torch.hub.load_state_dict_from_url`` stores them, or
+given as one file with ``checkpoint=FILE`` (``rdp-bench run --checkpoint FILE``). Downloading happens
+only when ``RDP_BENCH_MSILLM_DOWNLOAD=1``; otherwise a missing file makes the codec unavailable with
+the exact file name and folder to use. No other model is ever substituted.
+
+The weights are licensed CC-BY-NC 4.0 (non-commercial) by Meta; a notice is printed when loading.
+NeuralCompression does not publish checksums for these files, so the sha256 of the file actually
+loaded is recorded as the checkpoint id of every result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdp_bench.codecs.base import Availability, RatePoint
+from rdp_bench.codecs.hific import HiFiCFamily
+
+RELEASE_URL = "https://dl.fbaipublicfiles.com/NeuralCompression/2023-muckley-msillm/"
+#: quality -> (release file, target bpp), from NeuralCompression's hubconf.py / zoo/_msillm.py
+QUALITIES: dict[int, tuple[str, float]] = {
+    1: ("msillm_target_0.035bpp.ckpt", 0.035),
+    2: ("msillm_target_0.07bpp.ckpt", 0.07),
+    3: ("msillm_target_0.14bpp.ckpt", 0.14),
+    4: ("msillm_target_0.3bpp.ckpt", 0.3),
+    5: ("msillm_target_0.45bpp.ckpt", 0.45),
+    6: ("msillm_target_0.9bpp.ckpt", 0.9),
+}
+LICENSE_NOTICE = ("MS-ILLM weights by Meta Platforms are licensed CC-BY-NC 4.0 (non-commercial use only): "
+                  "https://github.com/facebookresearch/NeuralCompression/blob/main/WEIGHTS_LICENSE")
+
+
+def hub_checkpoint_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def download_enabled() -> bool:
+    return os.environ.get("RDP_BENCH_MSILLM_DOWNLOAD", "") == "1"
+
+
+class MSILLM(HiFiCFamily):
+    name = "msillm"
+    description = "MS-ILLM official weights (NeuralCompression, CC-BY-NC 4.0) in the HiFiC architecture"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        if download_enabled() or any((hub_checkpoint_dir() / f).is_file() for f, _ in QUALITIES.values()):
+            return Availability(True)
+        example = QUALITIES[1][0]
+        return Availability(False, (
+            f"official weights not found (put {example} ... msillm_target_0.9bpp.ckpt from {RELEASE_URL} in "
+            f"{hub_checkpoint_dir()}, set RDP_BENCH_MSILLM_DOWNLOAD=1 to download them, or pass --checkpoint FILE)"
+        ))
+
+    @classmethod
+    def availability_for_options(cls, options: dict[str, Any]) -> Availability:
+        if options.get("checkpoint"):
+            path = Path(options["checkpoint"])
+            return Availability(True) if path.is_file() else Availability(False, f"checkpoint {path} not found")
+        return cls.availability()
+
+    def rate_points(self) -> list[RatePoint]:
+        if self.checkpoint is not None:
+            known = {f: (q, bpp) for q, (f, bpp) in QUALITIES.items()}
+            if self.checkpoint.name in known:
+                q, bpp = known[self.checkpoint.name]
+                return [RatePoint(f"quality_{q}", {"file": str(self.checkpoint), "target_bpp": bpp})]
+            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)})]
+        points = []
+        for q, (fname, bpp) in QUALITIES.items():
+            path = hub_checkpoint_dir() / fname
+            if path.is_file() or download_enabled():
+                points.append(RatePoint(f"quality_{q}", {"file": str(path), "url": RELEASE_URL + fname, "target_bpp": bpp}))
+        return points
+
+    def weights_for(self, rate_point: RatePoint) -> Path:
+        path = Path(rate_point.params["file"])
+        if not path.is_file() and download_enabled() and "url" in rate_point.params:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(rate_point.params["url"], str(path), progress=False)
+        return path
+
+    def on_load(self, rate_point: RatePoint, path: Path) -> None:
+        print(f"[msillm] loading {path.name}. {LICENSE_NOTICE}", file=sys.stderr)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"weights_license": LICENSE_NOTICE, "release_url": RELEASE_URL,
+                "files": {p.label: {"file": p.params["file"], "sha256": self.checkpoint_id(p)} for p in self.rate_points()}}
+
+
+__all__ = ["LICENSE_NOTICE", "MSILLM", "QUALITIES", "RELEASE_URL", "hub_checkpoint_dir"]
