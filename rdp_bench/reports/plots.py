@@ -56,7 +56,7 @@ def codec_color(codec: str) -> str:
 
 
 def codec_marker(codec: str) -> str:
-    return _MARKERS[zlib.crc32(codec.split(" (")[0].lower().encode()) % len(_MARKERS)]
+    return _MARKERS[zlib.crc32(codec.lower().encode()) % len(_MARKERS)]
 
 
 def _style(codec: str, anchor: str | None) -> dict:
