@@ -88,6 +88,29 @@ def pack_crops_cmd(
     console.print(f"wrote {path}")
 
 
+@train_app.command("cdc")
+def train_cdc_cmd(
+    lambdas: str = typer.Option("0.04,0.016,0.0064,0.0025", "--lambdas", help="Rate weights λ of the fine-tuned models."),
+    base_lambda: float = typer.Option(0.01, "--base-lambda"),
+    base_minutes: float = typer.Option(20.0, "--base-minutes", help="CPU minutes; 0 skips the base phase (use --init)."),
+    finetune_minutes: float = typer.Option(5.0, "--finetune-minutes", help="CPU minutes per λ."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
+    crop: int = typer.Option(64, "--crop"),
+    batch: int = typer.Option(8, "--batch"),
+    threads: int = typer.Option(1, "--threads"),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where fine-tuned checkpoints go (default rdp_bench/weights/cdc)."),
+) -> None:
+    """Train the tiny CDC checkpoints: a base model, then one fine-tune per λ (bounded in CPU minutes)."""
+    from rdp_bench.training.cdc import TrainConfig, WEIGHTS_DIR, train
+
+    cfg = TrainConfig(lambdas=tuple(float(v) for v in _split(lambdas)), base_lambda=base_lambda,
+                      base_minutes=base_minutes, finetune_minutes=finetune_minutes, max_steps=max_steps,
+                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR)
+    for path in train(cfg, log=lambda m: console.print(m, highlight=False)):
+        console.print(f"wrote {path}")
+
+
 @train_app.command("hific")
 def train_hific_cmd(
     targets: str = typer.Option("0.1,0.2,0.4,0.8", "--targets", help="Target bpp of the models (HiFiC rate targeting)."),
