@@ -254,3 +254,45 @@ def test_ci_regression_check_against_the_committed_reference(tmp_path):
     res = _run(["check", str(out), "--baseline", str(REFERENCE), "--codec", ",".join(codecs)])
     assert res.exit_code == 0, res.output
     assert "2 images" in res.output and "FAIL" not in res.output
+
+
+def _synthetic_run(path: Path) -> Path:
+    """A run folder with hand-made numbers (2 codecs, 3 images, 4 rate points, LPIPS and FID) for the code
+    paths a jpeg-only run cannot reach; `beta` spends 20% fewer bits for the same quality."""
+    rows, drows = [], []
+    for codec, factor in (("alpha", 1.0), ("beta", 0.8)):
+        for rid, (bpp, psnr, lpips, fid) in enumerate([(0.1, 26.0, 0.40, 80.0), (0.2, 28.5, 0.28, 50.0),
+                                                       (0.4, 31.0, 0.18, 30.0), (0.8, 34.0, 0.10, 15.0)]):
+            for i in range(3):
+                row = {"codec": codec, "checkpoint": f"{codec}-ckpt", "rate_label": f"r{rid}", "rate_id": rid,
+                       "dataset": "synthetic", "image_id": f"img{i}.png", "image_sha256": f"sha{i}", "height": 100,
+                       "width": 100, "bpp": bpp * factor * (1 + 0.01 * i), "psnr": psnr + 0.1 * i, "ms-ssim": 0.9,
+                       "lpips": lpips if codec == "beta" else math.nan}
+                row["bytes"] = int(row["bpp"] * 100 * 100 / 8)
+                if codec == "alpha":
+                    row["unavailable"] = json.dumps({"lpips": "weights missing (test)"})
+                rows.append(row)
+            drows.append({"codec": codec, "checkpoint": f"{codec}-ckpt", "rate_label": f"r{rid}", "metric": "fid",
+                          "value": fid, "reason": "", "images": 3, "dataset_fingerprint": "x"})
+    path.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    pd.DataFrame(drows).to_csv(path / "dataset_metrics.csv", index=False)
+    (path / "provenance.json").write_text(json.dumps({"runs": []}))
+    return path
+
+
+def test_report_metric_directions_na_reasons_and_dp_plane(tmp_path):
+    from rdp_bench.reports.report import make_report
+
+    run = _synthetic_run(tmp_path / "synthetic")
+    rep = make_report([run], tmp_path / "report", anchor="alpha", grid_images=0)
+    rate = {t.kind: t for t in rep.tables}["rate"]
+    assert rate.cells[("beta", "psnr")].value == pytest.approx(-20.0, abs=0.5)
+    assert rate.cells[("beta", "fid")].value == pytest.approx(-20.0, abs=1e-6)  # lower FID, negated correctly
+    assert not rate.cells[("beta", "lpips")].ok and "weights missing (test)" in rate.cells[("beta", "lpips")].reason
+    md = (tmp_path / "report" / "bd_tables.md").read_text()
+    assert "n/a (LPIPS unavailable for alpha: weights missing (test))" in md and "**-20.00%**" in md
+    quality = {t.kind: t for t in rep.tables}["quality"]
+    assert quality.cells[("beta", "fid")].value < 0 and quality.cells[("beta", "psnr")].value > 0
+    assert (tmp_path / "report" / "figures" / "dp_plane_screen.png").stat().st_size > 5000
+    assert "LPIPS ↓" in (tmp_path / "report" / "figures" / "rd_lpips_screen.svg").read_text()

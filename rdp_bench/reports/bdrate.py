@@ -120,10 +120,10 @@ class BDTable:
 
     def header(self, metric: str) -> str:
         spec = metric_spec(metric)
-        if self.kind == "rate":
-            return f"{spec.label}"
-        arrow = "↑" if spec.higher_is_better else "↓"
         unit = f" [{spec.unit}]" if spec.unit else ""
+        if self.kind == "rate":
+            return f"{spec.label}{unit}"
+        arrow = "↑" if spec.higher_is_better else "↓"
         return f"BD-{spec.label}{unit} {arrow}"
 
     def format(self, codec: str, metric: str) -> str:
@@ -225,7 +225,7 @@ def to_html(table: BDTable) -> str:
             tds.append(f"<td class='{cls}'>{text}</td>")
         rows.append(f"<tr><td>{html.escape(codec)}</td>{''.join(tds)}</tr>")
     legend = "".join(f"<br>{html.escape(line)}" for line in _legend(table))
-    return (f"<table class='bd'><caption>{html.escape(table.title())}</caption><thead><tr>{head}</tr></thead>"
+    return (f"<p class='caption'>{html.escape(table.title())}</p><table class='bd'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table><p class='legend'>{legend[4:]}</p>")
 
 

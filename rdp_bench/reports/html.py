@@ -28,11 +28,11 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weight:600;padding:.3em 0}
+th:first-child,td:first-child{text-align:left}p.caption{font-weight:600;margin:1em 0 .2em}
 td.best{font-weight:700;background:#e8f5e9}td.na{color:#888;font-size:.85em}tr.anchor td{color:#555;font-style:italic}
 .legend,.note{font-size:.85em;color:#555}.warn{background:#fff8e1;border-left:4px solid #ffb300;padding:.4em .8em}
 .plots img{max-width:100%;border:1px solid #eee;margin:.3em 0}
-.grid{display:grid;gap:.6em;align-items:start}.cell{font-size:.78em;text-align:center}
+.grid{display:grid;gap:.6em;align-items:start;max-width:100%}.cell{font-size:.78em;text-align:center}
 .cell img{width:100%;image-rendering:pixelated;border:1px solid #ccc;display:block}
 .cell .missing{border:1px dashed #c00;color:#c00;padding:2em .3em}
 code,pre{font-size:.85em;background:#f6f8fa}pre{padding:.6em;overflow:auto;max-height:24em}
@@ -186,13 +186,12 @@ def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 160, target_bpp: f
 def _grid_html(target: float, grid, notes: list[str], anchor: str | None) -> str:
     if not grid:
         return "<p class='note'>no images for the visual comparison</p>"
-    cols = 1 + max(len(cells) for _, _, cells in grid)
     parts = [f"<p class='note'>Same crop (the most detailed {grid[0][1].shape[0] if grid[0][1] is not None else ''} px square "
              f"of each image) for every codec at its rate point closest to <b>{target:.3g} bpp</b>; bpp and metrics "
              "below are for this image. Crops are shown enlarged with nearest-neighbour scaling.</p>"]
     parts += [f"<p class='warn'>{html.escape(n)}</p>" for n in notes]
     for image_id, orig, cells in grid:
-        parts.append(f"<h3>{html.escape(image_id)}</h3><div class='grid' style='grid-template-columns:repeat({cols},1fr)'>")
+        parts.append(f"<h3>{html.escape(image_id)}</h3><div class='grid' style='grid-template-columns:repeat(auto-fill,minmax(180px,1fr))'>")
         if orig is not None:
             parts.append(f"<div class='cell'><img alt='original {html.escape(image_id)}' src='{png_data_uri(orig)}'>"
                          "<b>original</b></div>")

@@ -110,7 +110,7 @@ def plot_metrics(agg: Aggregate, out: Path, anchor: str | None = None, log_x: bo
                 stem = f"rd_{metric}_{size_name}"
                 written[stem] = _save(fig, out, stem)
             if metrics:
-                cols = min(3, len(metrics))
+                cols = 2 if len(metrics) in (2, 4) else min(3, len(metrics))
                 rows = math.ceil(len(metrics) / cols)
                 fig, axes = plt.subplots(rows, cols, figsize=(size.panel[0] * cols, size.panel[1] * rows), squeeze=False)
                 for ax, metric in zip(axes.flat, metrics):
