@@ -88,7 +88,9 @@ def bd(rate_anchor: Sequence[float], quality_anchor: Sequence[float], rate_test:
         warnings.simplefilter("always")
         fn = bjontegaard.bd_rate if kind == "rate" else bjontegaard.bd_psnr
         value = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False, min_overlap=MIN_OVERLAP))
-    notes = [str(w.message) for w in caught if "overlap" in str(w.message).lower()]
+    # the package warns (and still integrates) below MIN_OVERLAP; keep that as a short note on the cell
+    notes = [f"curves overlap on {overlap:.0%} of their joint {'quality' if kind == 'rate' else 'log-rate'} range "
+             f"(< {MIN_OVERLAP:.0%})" for w in caught if "overlap" in str(w.message).lower()][:1]
     if kind == "quality":
         value *= sign  # back to the metric's own direction
     if not math.isfinite(value):
@@ -187,7 +189,9 @@ def _legend(table: BDTable) -> list[str]:
     lines = []
     if any(c.notes for c in table.cells.values()):
         lines.append(f"⚠ curves overlap less than {MIN_OVERLAP:.0%} of their joint range (the bjontegaard package's rule): "
-                     "the value extrapolates little but covers only part of the range.")
+                     "the value describes the overlapping part only.")
+    for (codec, metric), cell in table.cells.items():
+        lines += [f"⚠ {codec} / {metric_spec(metric).label}: {note}" for note in cell.notes]
     if any(c.dropped for c in table.cells.values()):
         lines.append("† non-monotonic points (more bits, no better quality) were dropped before interpolation.")
     lines.append("Best codec per column in bold.")
