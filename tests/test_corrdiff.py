@@ -153,3 +153,153 @@ def test_e2e_decoder_shapes():
     d = E2EDecoder(16, hidden=(24, 16, 12, 8))
     assert d.upsample_factor == 16
     assert d(torch.zeros(2, 16, 3, 5)).shape == (2, 3, 48, 80)
+
+
+# ----------------------------------------------------------------------------------------------
+# The codec (a micro random-init checkpoint: the mechanics, not the quality, are under test)
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def micro_weights(tmp_path_factory):
+    pytest.importorskip("rdp_bench.codecs.diffusion.model")
+    from rdp_bench.codecs.corrdiff import CorrDiffModel
+    from rdp_bench.codecs.diffusion.compressor import CompressorConfig
+    from rdp_bench.codecs.diffusion.model import CDCConfig
+    from rdp_bench.codecs.diffusion.unet import UNetConfig
+    from rdp_bench.training.corrdiff import save_corrdiff_checkpoint
+
+    torch.manual_seed(0)
+    cfg = CDCConfig(UNetConfig(dim=8, dim_mults=(1, 2), context_channels=8, context_dim_mults=(1, 2)),
+                    CompressorConfig(dim=8, dim_mults=(1, 2), reverse_dim_mults=(2, 1), hyper_dims_mults=(2, 2, 2),
+                                     out_channels=8))
+    model = CorrDiffModel(cfg, e2e_hidden=(16, 8))
+    folder = tmp_path_factory.mktemp("corrdiff_weights")
+    save_corrdiff_checkpoint(model, folder, "micro", 0.01, {"note": "random init, for tests"})
+    return folder
+
+
+def _codec(name, folder, **options):
+    from rdp_bench.codecs.corrdiff import CorrDiff, CorrDiffDiffusionOnly, CorrDiffE2E
+
+    cls = {"corrdiff": CorrDiff, "corrdiff-diffusion-only": CorrDiffDiffusionOnly, "corrdiff-e2e": CorrDiffE2E}[name]
+    return cls(device="cpu", weights_dir=folder, steps=options.pop("steps", 3), **options)
+
+
+def _repack(bitstream: bytes, **changes) -> bytes:
+    """Rewrite the CorrDiff payload (valid CRCs) with some of its parts replaced."""
+    from rdp_bench.codecs.corrdiff import _HEADER
+    from rdp_bench.codecs.entropy import pack_strings, unpack_strings
+    from rdp_bench.container import Container
+
+    rec = Container.unpack(bitstream)
+    header, gamma, z, y = unpack_strings(rec.payload)
+    parts = {"header": header, "gamma": gamma, "z": z, "y": y, **changes}
+    payload = pack_strings([parts["header"], parts["gamma"], parts["z"], parts["y"]])
+    return Container(rec.codec, rec.rate_id, rec.height, rec.width, payload).pack()
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_codec_decoder_equals_encoder_trajectory_bit_exact(micro_weights, photo, batch):
+    codec = _codec("corrdiff", micro_weights)
+    images = [photo(32, 45, seed=i) for i in range(batch)]
+    streams = codec.encode(images, 0)
+    decoded = codec.decode(streams)
+    assert len(decoded) == batch
+    for enc_img, dec_img, img in zip(codec.encoder_reconstructions, decoded, images):
+        assert dec_img.shape == img.shape
+        assert torch.equal(enc_img, dec_img)
+
+
+def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
+    from rdp_bench.codecs.entropy import unpack_strings
+    from rdp_bench.container import Container, bits_per_pixel
+
+    images = [photo(32, 45, seed=3)]
+    base = _codec("corrdiff-diffusion-only", micro_weights).encode(images, 0)[0]
+    sizes = {}
+    for gran, prec, per_value in [("scalar", "float16", 2), ("channel", "float16", 2), ("tile", "bfloat16", 2),
+                                  ("scalar", "uint8", 1)]:
+        codec = _codec("corrdiff", micro_weights, gamma_granularity=gran, gamma_precision=prec, gamma_tile=16)
+        enc = codec.encode_detailed(images, 0)[0]
+        rec = Container.unpack(enc.bitstream)
+        _, gamma, z, y = unpack_strings(rec.payload)
+        count = {"scalar": 1, "channel": 3, "tile": 2 * 3}[gran]
+        assert len(gamma) == 3 * count * per_value  # 3 steps
+        assert enc.extras["bpp_gamma"] == pytest.approx(8 * len(gamma) / (32 * 45))
+        # same ŷ strings as the diffusion-only stream; the container grows by exactly the γ block
+        _, no_gamma, z0, y0 = unpack_strings(Container.unpack(base).payload)
+        assert (z, y, no_gamma) == (z0, y0, b"")
+        name_diff = len("corrdiff-diffusion-only") - len("corrdiff")
+        assert len(enc.bitstream) == len(base) - name_diff + len(gamma)
+        assert bits_per_pixel(enc.bitstream, 32, 45) == pytest.approx(8 * len(enc.bitstream) / (32 * 45))
+        sizes[(gran, prec)] = len(enc.bitstream)
+        assert codec.decode([enc.bitstream])[0].shape == (3, 32, 45)
+    assert sizes[("scalar", "uint8")] < sizes[("scalar", "float16")] < sizes[("channel", "float16")]
+
+
+def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
+    codec = _codec("corrdiff", micro_weights)
+    stream = codec.encode([photo(32, 45, seed=5)], 0)[0]
+    for bad in (stream[:-1], stream[: len(stream) // 2], stream[:10]):
+        with pytest.raises(BitstreamError):
+            codec.decode([bad])
+    flipped = bytearray(stream)
+    flipped[len(stream) // 2] ^= 0x10
+    with pytest.raises(BitstreamError):
+        codec.decode([bytes(flipped)])
+    with pytest.raises(BitstreamError):  # a valid container of another variant
+        codec.decode(_codec("corrdiff-e2e", micro_weights).encode([photo(32, 45, seed=5)], 0))
+    from rdp_bench.codecs.entropy import unpack_strings
+    from rdp_bench.container import Container
+
+    gamma = unpack_strings(Container.unpack(stream).payload)[1]
+    with pytest.raises(BitstreamError, match="gamma"):  # checksums fine, γ block one value short
+        codec.decode([_repack(stream, gamma=gamma[:-2])])
+    with pytest.raises(BitstreamError, match="non-finite"):
+        codec.decode([_repack(stream, gamma=gamma[:-2] + b"\x7e\x00")])
+    with pytest.raises(BitstreamError):  # unknown payload version
+        codec.decode([_repack(stream, header=b"\x09\x03\x00\x00\x00\x40")])
+
+
+def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
+    from rdp_bench.codecs.corrdiff import NOISE_SCALE, NOISE_SEED, _load_model, _manifests
+    from rdp_bench.codecs.diffusion.compressor import LatentCoder
+    from rdp_bench.codecs.diffusion.sampler import DDIMSampler
+    from rdp_bench.codecs.entropy import unpack_strings
+    from rdp_bench.container import Container
+    import json
+
+    codec = _codec("corrdiff-diffusion-only", micro_weights)
+    images = [photo(32, 45, seed=6), photo(32, 45, seed=7)]
+    streams = codec.encode(images, 0)
+    decoded = codec.decode(streams)
+    # an independent plain DDIM decode (the loop of the sampler's docstring) of the same ŷ
+    m = _manifests(micro_weights)[0]
+    model = _load_model(m["_path"], m["sha256"], json.dumps(m["config"], sort_keys=True))
+    coder = LatentCoder(model.cdc.context_fn)
+    parts = [unpack_strings(Container.unpack(s).payload) for s in streams]
+    with torch.no_grad():
+        y_hat = coder.decode([p[2] for p in parts], [p[3] for p in parts], (2, 3))
+        context = model.cdc.context_fn.synthesis(y_hat)
+        sampler = DDIMSampler(model.cdc.train_alphas_cumprod, 3, eta=0.0)
+        x = sampler.initial_noise((2, 3, 32, 48), NOISE_SEED, NOISE_SCALE)
+        for t, t_prev in sampler.timesteps:
+            x0 = model.cdc.denoise(x, sampler.time_input(t, 2, "cpu"), context).clamp(-1, 1)
+            x = sampler.step(x, x0, t, t_prev)
+    plain = ((x[..., :32, :45] + 1) / 2).clamp(0, 1)
+    for a, b in zip(decoded, plain):
+        assert torch.equal(a, b)
+
+
+def test_gamma_one_at_last_step_returns_e2e_image(micro_weights, photo):
+    from rdp_bench.codecs.entropy import unpack_strings
+    from rdp_bench.container import Container
+
+    codec = _codec("corrdiff", micro_weights)
+    image = [photo(32, 45, seed=8)]
+    stream = codec.encode(image, 0)[0]
+    gamma = unpack_strings(Container.unpack(stream).payload)[1]
+    forced = gamma[:-2] + np.array([1.0], dtype=">f2").tobytes()
+    corrected_one = codec.decode([_repack(stream, gamma=forced)])[0]
+    e2e = _codec("corrdiff-e2e", micro_weights)
+    assert torch.equal(corrected_one, e2e.decode(e2e.encode(image, 0))[0])
+    assert not torch.equal(codec.decode([stream])[0], corrected_one)

@@ -19,6 +19,9 @@ REGISTRY: dict[str, str] = {
     "avif420": "rdp_bench.codecs.avif:AVIF420",
     "jxl": "rdp_bench.codecs.jxl:JXL",
     "jpeg2000": "rdp_bench.codecs.jpeg2000:JPEG2000",
+    "corrdiff": "rdp_bench.codecs.corrdiff:CorrDiff",
+    "corrdiff-diffusion-only": "rdp_bench.codecs.corrdiff:CorrDiffDiffusionOnly",
+    "corrdiff-e2e": "rdp_bench.codecs.corrdiff:CorrDiffE2E",
 }
 
 

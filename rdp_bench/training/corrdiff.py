@@ -1,0 +1,202 @@
+"""Training CorrDiff's bundled ``tiny`` checkpoints (CPU-friendly recipe).
+
+Phase 1 (the paper: compressor + score network, diffusion loss + λ·rate) is CDC's training; it is not
+repeated here. We start from a trained tiny CDC checkpoint (``rdp_bench/weights/cdc/``) of the same λ
+and record its file and sha256 in the manifest.
+
+Phase 2 (the paper: the full model, end-to-end decoder included, rate + distortion on the corrected
+reconstruction), in two stages:
+
+* 2a -- warm-up of the privileged decoder D alone: ``MSE(D(ŷ), x)`` with the compressor frozen (cheap,
+  and without it the first corrected reconstructions mix in a random image);
+* 2b -- joint training of compressor, UNet and D with
+
+      L = λ·bpp + L_diffusion + w_corr · [MSE(x̃0, x) + w_p · (1 − MS-SSIM(x̃0, x))] + MSE(D(ŷ), x)
+
+  where x̃0 is the final corrected reconstruction of a short DDIM run (``train_steps``, default 2,
+  instead of the N = 8 of inference, to keep CPU cost sane) with closed-form MSE-optimal γ_t, quantized
+  to float16 as at inference and treated as a constant (no gradient through γ*). CDC's diffusion loss is
+  kept so the UNet stays a denoiser of the data (the corrected loss alone would push it to regress to
+  the mean). The perceptual term is MS-SSIM (SSIM on crops under 161 px) because LPIPS needs
+  AlexNet/VGG weights that are not available offline; the manifest records which was used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from rdp_bench.codecs.corrdiff import WEIGHTS_DIR, CorrDiffModel
+from rdp_bench.codecs.corrdiff_parts import Float16Gamma, GammaLayout, corrected_sample, msssim_loss
+
+CDC_WEIGHTS_DIR = WEIGHTS_DIR.parent / "cdc"
+
+
+def save_corrdiff_checkpoint(model: CorrDiffModel, out_dir: Path, label: str, rate_weight: float,
+                             info: dict[str, Any]) -> Path:
+    """fp16 safetensors + manifest ``corrdiff-<label>.json`` (read by the codec)."""
+    from rdp_bench.codecs.checkpoints import save_checkpoint
+
+    manifest = {"codec": "corrdiff", "label": label, "rate_weight": float(rate_weight),
+                "config": model.config_dict(), **info}
+    return save_checkpoint(model.shipped_state_dict(), Path(out_dir) / f"corrdiff-{label}.safetensors", manifest)
+
+
+def load_phase1(path: Path) -> tuple[CorrDiffModel, dict[str, Any]]:
+    """A CorrDiff model whose compressor + UNet come from a CDC checkpoint (safetensors + manifest)."""
+    from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest
+    from rdp_bench.codecs.diffusion.model import CDCConfig, extract_ema_state_dict
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    config = CDCConfig.from_dict(manifest["config"])
+    model = CorrDiffModel(config)
+    state = extract_ema_state_dict(load_state_dict(path))
+    own = model.cdc.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith("train_")]
+    if missing or set(state) - set(own):
+        raise ValueError(f"{path} does not fit its CDC config: missing {missing[:3]}, unexpected {sorted(set(state) - set(own))[:3]}")
+    model.cdc.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+    info = {"file": path.name, "sha256": file_sha256(path), "manifest": manifest}
+    return model, info
+
+
+def _rate_weight(manifest: dict[str, Any]) -> float:
+    for key in ("rate_weight", "lambda", "lmbda", "beta"):
+        if key in manifest:
+            return float(manifest[key])
+    raise KeyError("the CDC manifest names no rate weight (rate_weight/lambda)")
+
+
+def corrected_reconstruction(model: CorrDiffModel, x: torch.Tensor, y_hat: torch.Tensor, context: list[torch.Tensor],
+                             steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̃0 after a short corrected DDIM run, D(ŷ)), differentiable in the networks (γ constant)."""
+    from rdp_bench.codecs.diffusion.sampler import DDIMSampler
+
+    sampler = DDIMSampler(model.cdc.train_alphas_cumprod, steps)
+    b = x.shape[0]
+    x0_e = model.e2e(y_hat)
+    noise = torch.randn(x.shape, generator=generator) * 0.8
+
+    def denoiser(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        return model.cdc.denoise(x_t, sampler.time_input(t, b, x.device), context)
+
+    def detached_mse_gamma(target, x0_hat, x0e, layout, h, w):
+        from rdp_bench.codecs.corrdiff_parts import solve_gamma_mse
+
+        return solve_gamma_mse(target.detach(), x0_hat.detach(), x0e.detach(), layout, h=h, w=w)
+
+    result = corrected_sample(denoiser, x0_e, sampler, noise, target=x, layout=GammaLayout(),
+                              quantizer=Float16Gamma(), solver=detached_mse_gamma)
+    return result.image, x0_e
+
+
+def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, minutes_d: float = 2.5,
+                 minutes_joint: float = 5.5, crop: int = 96, batch: int = 4, train_steps: int = 2, lr: float = 1e-4,
+                 lr_d: float = 1e-3, corr_weight: float = 1.0, perceptual_weight: float = 0.1, seed: int = 0,
+                 threads: int = 1, log: Callable[[str], None] = print) -> Path:
+    """Phase 2 from one CDC checkpoint; writes ``corrdiff-<label>`` to ``out_dir``. Returns its path."""
+    from rdp_bench.training.data import CropBatches
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    model, origin = load_phase1(phase1)
+    rate_weight = _rate_weight(origin["manifest"])
+    label = label or origin["manifest"].get("label") or Path(phase1).stem
+    data = CropBatches(size=crop, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    history: dict[str, list] = {"d_warmup": [], "joint": []}
+    start = time.time()
+
+    # --- 2a: the privileged decoder alone ---
+    comp = model.cdc.context_fn
+    comp.eval()
+    opt_d = torch.optim.Adam(model.e2e.parameters(), lr=lr_d)
+    steps_d, t0, running = 0, time.time(), []
+    while time.time() - t0 < minutes_d * 60:
+        x = data.sample(batch) * 2 - 1
+        with torch.no_grad():
+            y_hat = comp(x)["y_hat"]
+        loss = F.mse_loss(model.e2e(y_hat), x)
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+        steps_d += 1
+        running.append(float(loss))
+        if steps_d % 25 == 0:
+            mse01 = sum(running) / len(running) / 4
+            history["d_warmup"].append({"step": steps_d, "psnr_e2e": round(10 * math.log10(1 / mse01), 3)})
+            log(f"[{label}] 2a step {steps_d}: e2e PSNR {10 * math.log10(1 / mse01):.2f} dB")
+            running = []
+
+    # --- 2b: joint, on the corrected reconstruction ---
+    model.train()
+    opt = torch.optim.Adam([
+        {"params": list(model.cdc.parameters()), "lr": lr},
+        {"params": list(model.e2e.parameters()), "lr": lr_d * 0.3},
+    ])
+    steps_j, t0, acc = 0, time.time(), {}
+    while time.time() - t0 < minutes_joint * 60:
+        x = data.sample(batch) * 2 - 1
+        diff_loss, parts = model.cdc.training_loss(x, rate_weight)  # λ·bpp + diffusion + median loss
+        out = model.cdc.context_fn(x)
+        x_tilde, x0_e = corrected_reconstruction(model, x, out["y_hat"], out["context"], train_steps, gen)
+        a, b = (x_tilde + 1) / 2, (x + 1) / 2
+        corr_mse = F.mse_loss(a, b)
+        perc = msssim_loss(a, b)
+        e2e_mse = F.mse_loss((x0_e + 1) / 2, b)
+        loss = diff_loss + corr_weight * (corr_mse + perceptual_weight * perc) + e2e_mse
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        steps_j += 1
+        for k, v in {**parts, "corr_psnr": -10 * math.log10(max(float(corr_mse), 1e-10)),
+                     "e2e_psnr": -10 * math.log10(max(float(e2e_mse), 1e-10)), "one_minus_ssim": float(perc)}.items():
+            acc.setdefault(k, []).append(v)
+        if steps_j % 10 == 0:
+            means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
+            history["joint"].append({"step": steps_j, **means})
+            log(f"[{label}] 2b step {steps_j}: {means}")
+            acc = {}
+    model.eval()
+    wall = time.time() - start
+    final = history["joint"][-1] if history["joint"] else {}
+    info = {
+        "phase1": {"file": origin["file"], "sha256": origin["sha256"],
+                   "note": origin["manifest"].get("note", ""), "trained": origin["manifest"].get("training", None)},
+        "training": {
+            "data": "random crops of ../shared/photos (the 10 'samples' images held out), .traindata/crops256.npy",
+            "phase2a_e2e_warmup": {"steps": steps_d, "lr": lr_d, "loss": "MSE(D(y_hat), x)"},
+            "phase2b_joint": {"steps": steps_j, "lr": lr, "batch": batch, "crop": crop,
+                              "sampling_steps_in_training": train_steps,
+                              "loss": "rate_weight*bpp + CDC diffusion loss + corr_weight*(MSE(x~0,x) + "
+                                      "perceptual_weight*(1-SSIM/MS-SSIM)(x~0,x)) + MSE(D(y_hat),x)",
+                              "corr_weight": corr_weight, "perceptual_weight": perceptual_weight,
+                              "gamma_in_training": "closed-form MSE gamma per step, float16-quantized, no gradient"},
+            "perceptual_term": "MS-SSIM (SSIM for crops < 161 px) -- LPIPS weights unavailable offline",
+            "wall_seconds": round(wall, 1), "threads": threads, "device": "cpu",
+            "final": final, "history": history,
+        },
+        "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} minutes single-threaded on a shared CPU "
+                 f"on top of the tiny CDC phase-1 checkpoint {origin['file']}. Far below the paper's training; "
+                 "for pipeline and ablation demonstration, not for quality claims."),
+    }
+    path = save_corrdiff_checkpoint(model, out_dir, label, rate_weight, info)
+    log(f"[{label}] wrote {path} after {wall / 60:.1f} min")
+    return path
+
+
+def phase1_checkpoints(cdc_dir: Path = CDC_WEIGHTS_DIR) -> list[Path]:
+    """The CDC checkpoints available to start from, in the CDC weights folder."""
+    return sorted(p for p in Path(cdc_dir).glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def main_json(paths: list[Path]) -> str:
+    return json.dumps([str(p) for p in paths])
