@@ -17,7 +17,8 @@ import torch
 from rdp_bench.codecs.base import Availability
 from rdp_bench.metrics.base import ImageMetric, MetricUnavailable
 from rdp_bench.metrics.weights import (
-    VGG16, file_digest, load_state_dict, resolve_weights, weight_options, weights_availability,
+    VGG16, file_digest, load_state_dict, resolve_weights, torchvision_backbone, weight_options,
+    weights_availability,
 )
 
 
@@ -32,11 +33,9 @@ def dists_alpha_beta_path() -> Path | None:
 
 def build_dists(vgg_path: Path, alpha_beta_path: Path) -> torch.nn.Module:
     """``DISTS_pytorch.DISTS()`` with the VGG16 from ``vgg_path`` and alpha/beta from ``alpha_beta_path``."""
-    import torchvision
     from DISTS_pytorch import DISTS_pt
 
-    vgg = torchvision.models.vgg16(weights=None)
-    vgg.load_state_dict(load_state_dict(vgg_path))
+    vgg = torchvision_backbone("vgg16", vgg_path)
     # DISTS calls ``models.vgg16(pretrained=True)``: give it ours, without touching torchvision globally
     original_models = DISTS_pt.models
     DISTS_pt.models = types.SimpleNamespace(vgg16=lambda *args, **kwargs: vgg)

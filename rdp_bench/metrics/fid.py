@@ -109,6 +109,8 @@ class _PatchInceptionMetric(DatasetMetric):
         return inception_features(model, patches, self.batch_sizes.get(self.device.type, 16))
 
     def reference_features(self, patches: torch.Tensor, reference_key: str) -> np.ndarray:
+        if not len(patches):
+            return np.empty((0, FEATURE_DIM), np.float32)
         tag = hashlib.sha256(f"{PROTOCOL}|{reference_key}".encode()).hexdigest()[:32]
         path = feature_cache_dir() / f"{self.source.kind}-{self.source.digest[:12]}" / f"{tag}.npy"
         if path.is_file():
@@ -144,13 +146,16 @@ def _no_patches_reason(n: int) -> str:
 class FIDStatistics:
     """Running mean and covariance of feature vectors (float64 sums; memory O(d^2), not O(n))."""
 
-    def __init__(self, dim: int = FEATURE_DIM) -> None:
+    def __init__(self) -> None:
         self.n = 0
-        self.total = np.zeros(dim, dtype=np.float64)
-        self.outer = np.zeros((dim, dim), dtype=np.float64)
+        self.total: np.ndarray | None = None
+        self.outer: np.ndarray | None = None
 
     def update(self, features: np.ndarray) -> None:
         f = np.asarray(features, dtype=np.float64)
+        if self.total is None:  # sized by the first partial (2048 for Inception pool3)
+            self.total = np.zeros(f.shape[1], dtype=np.float64)
+            self.outer = np.zeros((f.shape[1], f.shape[1]), dtype=np.float64)
         self.n += len(f)
         self.total += f.sum(axis=0)
         self.outer += f.T @ f

@@ -1,13 +1,13 @@
 """LPIPS (the ``lpips`` package, v0.1) on full images, inputs scaled to [-1, 1].
 
-The ``lpips`` package would ask torchvision to download the ImageNet backbone; instead we build it with
-an uninitialised trunk and load the verified torchvision file ourselves (see ``weights.py``). The linear
+The ``lpips`` package would ask torchvision to download the ImageNet backbone; instead it gets a
+torchvision model loaded from the verified file (see ``weights.py``). The linear
 calibration layers ship inside the ``lpips`` wheel (``lpips/weights/v0.1/<net>.pth``).
 """
 
 from __future__ import annotations
 
-import warnings
+import types
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,8 +16,11 @@ import torch
 from rdp_bench.codecs.base import Availability
 from rdp_bench.metrics.base import ImageMetric, MetricUnavailable
 from rdp_bench.metrics.weights import (
-    ALEXNET, VGG16, WeightsSpec, file_digest, load_state_dict, resolve_weights, weight_options, weights_availability,
+    ALEXNET, VGG16, WeightsSpec, file_digest, load_state_dict, resolve_weights, torchvision_backbone, weight_options,
+    weights_availability,
 )
+
+TORCHVISION_ARCH = {"alex": "alexnet", "vgg": "vgg16"}
 
 
 def lpips_linear_weights(net: str) -> Path:
@@ -29,24 +32,22 @@ def lpips_linear_weights(net: str) -> Path:
 def build_lpips(net: str, backbone_path: Path) -> torch.nn.Module:
     """``lpips.LPIPS(net=net)`` with the backbone from ``backbone_path`` and the packaged linear layers."""
     import lpips
+    from lpips import pretrained_networks
 
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's deprecation note on pretrained=
-        # pnet_rand/pretrained=False: nothing is downloaded; every weight is overwritten below
-        model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
-    # lpips splits torchvision's ``features`` into slices that keep the layer indices as module names
-    slice_of = {idx: name for name, part in model.net.named_children() for idx in part._modules}
-    state: dict[str, torch.Tensor] = {}
-    for key, value in load_state_dict(backbone_path).items():
-        group, _, rest = key.partition(".")
-        idx, _, param = rest.partition(".")
-        if group == "features" and idx in slice_of:
-            state[f"net.{slice_of[idx]}.{idx}.{param}"] = value
-    state.update(load_state_dict(lpips_linear_weights(net)))
-    expected = {k for k in model.state_dict() if not k.startswith("scaling_layer.")}
-    if expected - state.keys():
-        raise MetricUnavailable(f"LPIPS weights incomplete, missing {sorted(expected - state.keys())[:4]}")
-    model.load_state_dict(state, strict=False)
+    backbone = torchvision_backbone(TORCHVISION_ARCH[net], backbone_path)
+    # lpips asks ``tv.<arch>(pretrained=True)`` (a download); hand it the verified model instead
+    original_tv = pretrained_networks.tv
+    pretrained_networks.tv = types.SimpleNamespace(**{TORCHVISION_ARCH[net]: lambda *args, **kwargs: backbone})
+    try:
+        with torch.random.fork_rng(devices=[]):  # lpips draws random initial linear layers; keep the run's RNG
+            model = lpips.LPIPS(net=net, pretrained=False, verbose=False)
+    finally:
+        pretrained_networks.tv = original_tv
+    # the calibrated linear layers, loaded here with weights_only=True (lins.* are aliases of lin0..4)
+    missing, unexpected = model.load_state_dict(load_state_dict(lpips_linear_weights(net)), strict=False)
+    missing = [k for k in missing if k.startswith("lin") and not k.startswith("lins.")]
+    if missing or unexpected:
+        raise MetricUnavailable(f"LPIPS linear weights do not fit: missing {missing}, unexpected {unexpected}")
     return model.eval().requires_grad_(False)
 
 

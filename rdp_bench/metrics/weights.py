@@ -166,3 +166,17 @@ def weight_options(options: dict[str, Any]) -> tuple[str | None, bool | None]:
     """``weights_dir`` and ``allow_download`` from a metric's options (``--weights-dir``, ``--no-download``)."""
     weights_dir = options.get("weights_dir")
     return (str(weights_dir) if weights_dir else None), options.get("allow_download")
+
+
+def torchvision_backbone(arch: str, path: Path) -> torch.nn.Module:
+    """``torchvision.models.<arch>`` holding exactly the tensors of ``path`` (strict: every key, every shape).
+
+    Built on the meta device, so no time goes into a random initialisation that would be overwritten.
+    """
+    import torchvision
+
+    with torch.device("meta"):
+        model = getattr(torchvision.models, arch)(weights=None)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(load_state_dict(path), strict=True)
+    return model.eval().requires_grad_(False)
