@@ -97,18 +97,41 @@ def corrected_reconstruction(model: CorrDiffModel, x: torch.Tensor, y_hat: torch
     return result.image, x0_e
 
 
-def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, minutes_d: float = 2.5,
-                 minutes_joint: float = 5.5, crop: int = 96, batch: int = 4, train_steps: int = 2, lr: float = 1e-4,
-                 lr_d: float = 1e-3, corr_weight: float = 1.0, perceptual_weight: float = 0.1, seed: int = 0,
-                 threads: int = 1, log: Callable[[str], None] = print) -> Path:
-    """Phase 2 from one CDC checkpoint; writes ``corrdiff-<label>`` to ``out_dir``. Returns its path."""
+class _Budget:
+    """CPU minutes of this process (the machine is shared), with a wall-clock cap and an optional step cap."""
+
+    def __init__(self, minutes: float, wall_factor: float, max_steps: int | None, threads: int) -> None:
+        self.cpu_s, self.wall_s, self.max_steps = minutes * 60 * threads, minutes * 60 * wall_factor, max_steps
+        self.cpu0, self.wall0 = time.process_time(), time.time()
+
+    def done(self, step: int) -> bool:
+        return (time.process_time() - self.cpu0 > self.cpu_s or time.time() - self.wall0 > self.wall_s
+                or (self.max_steps is not None and step >= self.max_steps))
+
+    @property
+    def cpu_minutes(self) -> float:
+        return (time.process_time() - self.cpu0) / 60
+
+
+def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, rate_weight: float | None = None,
+                 minutes_d: float = 1.5, minutes_joint: float = 4.0, crop: int = 64, batch: int = 4,
+                 train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3, corr_weight: float = 1.0,
+                 perceptual_weight: float = 0.1, seed: int = 0, threads: int = 1, wall_factor: float = 3.0,
+                 max_steps: int | None = None, log: Callable[[str], None] = print) -> Path:
+    """Phase 2 from one CDC checkpoint; writes ``corrdiff-<label>`` to ``out_dir``. Returns its path.
+
+    ``rate_weight`` defaults to the CDC checkpoint's λ; giving another one fine-tunes the rate too (the
+    λ·bpp term is part of the phase-2 loss). Budgets are CPU minutes (capped at ``wall_factor`` times
+    that in wall-clock minutes).
+    """
     from rdp_bench.training.data import CropBatches
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model, origin = load_phase1(phase1)
-    rate_weight = _rate_weight(origin["manifest"])
-    label = label or origin["manifest"].get("label") or Path(phase1).stem
+    phase1_weight = _rate_weight(origin["manifest"])
+    rate_weight = phase1_weight if rate_weight is None else float(rate_weight)
+    label = label or f"l{rate_weight:g}".replace(".", "p")
     data = CropBatches(size=crop, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     history: dict[str, list] = {"d_warmup": [], "joint": []}
@@ -118,8 +141,9 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
     comp = model.cdc.context_fn
     comp.eval()
     opt_d = torch.optim.Adam(model.e2e.parameters(), lr=lr_d)
-    steps_d, t0, running = 0, time.time(), []
-    while time.time() - t0 < minutes_d * 60:
+    steps_d, running = 0, []
+    budget_d = _Budget(minutes_d, wall_factor, max_steps, threads)
+    while not budget_d.done(steps_d):
         x = data.sample(batch) * 2 - 1
         with torch.no_grad():
             y_hat = comp(x)["y_hat"]
@@ -128,8 +152,8 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
         loss.backward()
         opt_d.step()
         steps_d += 1
-        running.append(float(loss))
-        if steps_d % 25 == 0:
+        running.append(loss.item())
+        if steps_d % 25 == 0 or budget_d.done(steps_d):
             mse01 = sum(running) / len(running) / 4
             history["d_warmup"].append({"step": steps_d, "psnr_e2e": round(10 * math.log10(1 / mse01), 3)})
             log(f"[{label}] 2a step {steps_d}: e2e PSNR {10 * math.log10(1 / mse01):.2f} dB")
@@ -141,8 +165,9 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
         {"params": list(model.cdc.parameters()), "lr": lr},
         {"params": list(model.e2e.parameters()), "lr": lr_d * 0.3},
     ])
-    steps_j, t0, acc = 0, time.time(), {}
-    while time.time() - t0 < minutes_joint * 60:
+    steps_j, acc = 0, {}
+    budget_j = _Budget(minutes_joint, wall_factor, max_steps, threads)
+    while not budget_j.done(steps_j):
         x = data.sample(batch) * 2 - 1
         diff_loss, parts = model.cdc.training_loss(x, rate_weight)  # λ·bpp + diffusion + median loss
         out = model.cdc.context_fn(x)
@@ -160,7 +185,7 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
         for k, v in {**parts, "corr_psnr": -10 * math.log10(max(float(corr_mse), 1e-10)),
                      "e2e_psnr": -10 * math.log10(max(float(e2e_mse), 1e-10)), "one_minus_ssim": float(perc)}.items():
             acc.setdefault(k, []).append(v)
-        if steps_j % 10 == 0:
+        if steps_j % 10 == 0 or budget_j.done(steps_j):
             means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
             history["joint"].append({"step": steps_j, **means})
             log(f"[{label}] 2b step {steps_j}: {means}")
@@ -169,8 +194,10 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
     wall = time.time() - start
     final = history["joint"][-1] if history["joint"] else {}
     info = {
-        "phase1": {"file": origin["file"], "sha256": origin["sha256"],
-                   "note": origin["manifest"].get("note", ""), "trained": origin["manifest"].get("training", None)},
+        "phase1": {"file": origin["file"], "sha256": origin["sha256"], "lambda": phase1_weight,
+                   "phase": origin["manifest"].get("phase"), "steps": origin["manifest"].get("total_steps_including_parents"),
+                   "cpu_minutes": origin["manifest"].get("total_cpu_minutes_including_parents"),
+                   "note": origin["manifest"].get("note", "")},
         "training": {
             "data": "random crops of ../shared/photos (the 10 'samples' images held out), .traindata/crops256.npy",
             "phase2a_e2e_warmup": {"steps": steps_d, "lr": lr_d, "loss": "MSE(D(y_hat), x)"},
@@ -182,11 +209,14 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
                               "gamma_in_training": "closed-form MSE gamma per step, float16-quantized, no gradient"},
             "perceptual_term": "MS-SSIM (SSIM for crops < 161 px) -- LPIPS weights unavailable offline",
             "wall_seconds": round(wall, 1), "threads": threads, "device": "cpu",
+            "cpu_minutes_phase2": round(budget_d.cpu_minutes + budget_j.cpu_minutes, 2),
             "final": final, "history": history,
         },
-        "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} minutes single-threaded on a shared CPU "
-                 f"on top of the tiny CDC phase-1 checkpoint {origin['file']}. Far below the paper's training; "
-                 "for pipeline and ablation demonstration, not for quality claims."),
+        "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} wall minutes "
+                 f"({budget_d.cpu_minutes + budget_j.cpu_minutes:.1f} CPU minutes, {threads} thread) on a shared CPU, "
+                 f"on top of the tiny CDC phase-1 checkpoint {origin['file']} "
+                 f"({origin['manifest'].get('total_cpu_minutes_including_parents', '?')} CPU minutes). Far below the "
+                 "paper's training; for pipeline and ablation demonstration, not for quality claims."),
     }
     path = save_corrdiff_checkpoint(model, out_dir, label, rate_weight, info)
     log(f"[{label}] wrote {path} after {wall / 60:.1f} min")
@@ -198,5 +228,27 @@ def phase1_checkpoints(cdc_dir: Path = CDC_WEIGHTS_DIR) -> list[Path]:
     return sorted(p for p in Path(cdc_dir).glob("*.safetensors") if p.with_suffix(".json").is_file())
 
 
-def main_json(paths: list[Path]) -> str:
-    return json.dumps([str(p) for p in paths])
+def pick_phase1(rate_weight: float, cdc_dir: Path = CDC_WEIGHTS_DIR) -> Path:
+    """The CDC checkpoint of exactly this λ when one exists, else the CDC base model (latest save)."""
+    from rdp_bench.codecs.checkpoints import read_manifest
+
+    candidates = phase1_checkpoints(cdc_dir)
+    if not candidates:
+        raise FileNotFoundError(f"no CDC phase-1 checkpoint (*.safetensors + .json) in {cdc_dir}; "
+                                "train one with `rdp-bench train cdc` first")
+    for path in candidates:
+        if abs(float(read_manifest(path).get("lambda", -1)) - rate_weight) < 1e-12:
+            return path
+    bases = [p for p in candidates if read_manifest(p).get("phase") == "base"]
+    return (bases or candidates)[0]
+
+
+def train_all(rate_weights: tuple[float, ...], out_dir: Path = WEIGHTS_DIR, cdc_dir: Path = CDC_WEIGHTS_DIR,
+              log: Callable[[str], None] = print, **kwargs: Any) -> list[Path]:
+    """One phase-2 run per rate weight, each from the best-matching CDC checkpoint."""
+    written = []
+    for lam in rate_weights:
+        phase1 = pick_phase1(lam, cdc_dir)
+        log(f"phase 2 at lambda={lam} from {phase1.name}")
+        written.append(train_phase2(phase1, out_dir, rate_weight=lam, log=log, **kwargs))
+    return written
