@@ -55,7 +55,7 @@ def load_phase1(path: Path) -> tuple[CorrDiffModel, dict[str, Any]]:
 
     path = Path(path)
     manifest = read_manifest(path)
-    config = CDCConfig.from_dict(manifest["config"])
+    config = CDCConfig.from_dict(manifest.get("config") or manifest["architecture"])
     model = CorrDiffModel(config)
     state = extract_ema_state_dict(load_state_dict(path))
     own = model.cdc.state_dict()
