@@ -31,9 +31,13 @@ def run(
     data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="RDP_BENCH_DATA", help="Where downloaded datasets live."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
     save_recon: bool = typer.Option(False, "--save-recon", help="Also save reconstructions as PNG."),
-    no_download: bool = typer.Option(False, "--no-download", help="Never download datasets."),
+    no_download: bool = typer.Option(False, "--no-download", help="Never download datasets or metric weights."),
+    weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder with metric backbone weights (LPIPS/DISTS/FID); the torch hub cache is searched too."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for codecs that take one (hific, msillm)."),
+    executor: str = typer.Option("local", "--executor", help="local (in-process) or ray (a Ray cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, HOST:PORT); default: start a local one."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="bf16 or fp16: mixed precision for diffusion UNet sampling on GPU (codecs without it ignore it)."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
     from rdp_bench.bench.runner import RunConfig, run_benchmark
@@ -45,10 +49,13 @@ def run(
         batch_size=batch_size, device=device, seed=seed, data_root=data_root, limit=limit, save_recon=save_recon,
         allow_download=not no_download, progress=not quiet, argv=["rdp-bench", *sys.argv[1:]],
         codec_options={"checkpoint": str(checkpoint)} if checkpoint else {},
+        metric_options={**({"weights_dir": str(weights_dir)} if weights_dir else {}),
+                        **({"allow_download": False} if no_download else {})},
+        executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
     )
     try:
         store = run_benchmark(cfg)
-    except (CodecUnavailable, DatasetUnavailable, KeyError) as exc:
+    except (CodecUnavailable, DatasetUnavailable, KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     table = store.table()

@@ -32,6 +32,7 @@ class LocalExecutor:
 
 EXECUTORS: dict[str, str] = {
     "local": "rdp_bench.bench.executors:LocalExecutor",
+    "ray": "rdp_bench.bench.ray_executor:RayExecutor",
 }
 
 

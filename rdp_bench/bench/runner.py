@@ -31,6 +31,9 @@ from rdp_bench.datasets import Dataset, load_dataset
 from rdp_bench.imageio import save_image, uint8_to_tensor
 from rdp_bench.metrics import DEFAULT_METRICS, DatasetMetric, get_metric, metric_availability, metric_class
 
+#: values of ``--amp`` (None = full precision)
+AMP_MODES = (None, "bf16", "fp16")
+
 #: CompressAI's names for the summary JSON, so ``compressai.utils.plot`` reads it
 COMPRESSAI_NAMES = {"psnr": "psnr-rgb", "ms-ssim": "ms-ssim-rgb"}
 
@@ -50,6 +53,9 @@ class RunConfig:
     save_recon: bool = False
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
+    #: "bf16"/"fp16": mixed precision for a diffusion decoder's UNet sampling on GPU (codecs with
+    #: ``supports_amp``); passed to codecs as the ``amp`` option, never used for entropy coding
+    amp: str | None = None
     codec_options: dict[str, Any] = field(default_factory=dict)
     metric_options: dict[str, Any] = field(default_factory=dict)
     allow_download: bool = True
@@ -88,6 +94,11 @@ class Sweep:
         self.run_dir = Path(cfg.out)
         self.store = ResultsStore(self.run_dir)
         self.device = select_device(cfg.device)
+        if cfg.amp not in AMP_MODES:
+            raise ValueError(f"--amp must be one of {', '.join(m for m in AMP_MODES if m)}; got {cfg.amp!r}")
+        if cfg.amp:
+            cfg.codec_options = {**cfg.codec_options, "amp": cfg.amp}
+        self._refuse_mixed_amp()
         self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
         self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
         self.metric_status = {m: metric_availability(m, **cfg.metric_options) for m in cfg.metrics}
@@ -95,6 +106,16 @@ class Sweep:
         self.dataset_metrics = [m for m in cfg.metrics if issubclass(metric_class(m), DatasetMetric)]
         self.image_metrics = [m for m in cfg.metrics if m not in self.dataset_metrics]
         self.hashes = {item.image_id: item.sha256() for item in self.dataset.items}
+
+    def _refuse_mixed_amp(self) -> None:
+        # rows are keyed by checkpoint, not precision: AMP and fp32 results must not share a run folder
+        path = self.run_dir / "provenance.json"
+        if not path.exists():
+            return
+        earlier = {run.get("amp") for run in json.loads(path.read_text()).get("runs", [])}
+        if earlier and earlier != {self.cfg.amp}:
+            raise ValueError(f"{self.run_dir} holds results with amp={sorted(map(str, earlier))}; "
+                             f"use another --out for amp={self.cfg.amp}")
 
     # paths --------------------------------------------------------------------------------------
     def bitstream_rel(self, codec: str, checkpoint: str, rate: str, image_id: str, sha: str) -> str:
@@ -233,6 +254,9 @@ class Sweep:
                                 for p in select_rate_points(codec, self.cfg.rates)},
                 **codec.provenance(),
             }
+            if self.cfg.amp:
+                codecs[name]["amp"] = (self.cfg.amp if getattr(codec, "supports_amp", False)
+                                       else "ignored: this codec has no mixed-precision path")
         metrics = {}
         for m in self.cfg.metrics:
             status = self.metric_status[m]
@@ -248,6 +272,7 @@ class Sweep:
             "dataset": {"name": self.dataset.name, "root": str(self.dataset.root), "images": len(self.dataset),
                         "fingerprint": dataset_fingerprint(self.hashes.values())},
             "executor": self.cfg.executor,
+            "amp": self.cfg.amp,
             "batch_size": self.cfg.batch_size,
             "codec_options": self.cfg.codec_options,
             "codecs": codecs,
