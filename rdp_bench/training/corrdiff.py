@@ -7,11 +7,13 @@ and record its file and sha256 in the manifest.
 Phase 2 (the paper: the full model, end-to-end decoder included, rate + distortion on the corrected
 reconstruction), in two stages:
 
-* 2a -- warm-up of the privileged decoder D alone: ``MSE(D(ŷ), x)`` with the compressor frozen (cheap,
-  and without it the first corrected reconstructions mix in a random image);
+* 2a -- warm-up of compressor + privileged decoder D as an MSE autoencoder, ``λ·bpp + MSE(D(ŷ), x)``
+  (cheap: no UNet). Needed because a briefly trained CDC tends to leave ŷ nearly empty (the diffusion
+  loss alone is low without any information from the latent), and D can only correct with what ŷ
+  carries;
 * 2b -- joint training of compressor, UNet and D with
 
-      L = λ·bpp + L_diffusion + w_corr · [MSE(x̃0, x) + w_p · (1 − MS-SSIM(x̃0, x))] + MSE(D(ŷ), x)
+      L = λ·bpp + L_diffusion + w_corr · [MSE(x̃0, x) + w_p · (1 − MS-SSIM(x̃0, x))] + w_e2e · MSE(D(ŷ), x)
 
   where x̃0 is the final corrected reconstruction of a short DDIM run (``train_steps``, default 2,
   instead of the N = 8 of inference, to keep CPU cost sane) with closed-form MSE-optimal γ_t, quantized
@@ -114,15 +116,17 @@ class _Budget:
 
 
 def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, rate_weight: float | None = None,
-                 minutes_d: float = 1.5, minutes_joint: float = 4.0, crop: int = 64, batch: int = 4,
-                 train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3, corr_weight: float = 1.0,
-                 perceptual_weight: float = 0.1, seed: int = 0, threads: int = 1, wall_factor: float = 3.0,
-                 max_steps: int | None = None, log: Callable[[str], None] = print) -> Path:
+                 minutes_d: float = 1.5, minutes_joint: float = 2.5, crop_d: int = 128, batch_d: int = 4,
+                 crop: int = 64, batch: int = 4, train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3,
+                 corr_weight: float = 1.0, e2e_weight: float = 1.0, perceptual_weight: float = 0.1, seed: int = 0,
+                 threads: int = 1, wall_factor: float = 3.0, max_steps: int | None = None,
+                 log: Callable[[str], None] = print) -> Path:
     """Phase 2 from one CDC checkpoint; writes ``corrdiff-<label>`` to ``out_dir``. Returns its path.
 
     ``rate_weight`` defaults to the CDC checkpoint's λ; giving another one fine-tunes the rate too (the
     λ·bpp term is part of the phase-2 loss). Budgets are CPU minutes (capped at ``wall_factor`` times
-    that in wall-clock minutes).
+    that in wall-clock minutes). Distortions are measured on [-1, 1] images, the scale of CDC's
+    diffusion loss, so that λ means the same thing in both phases.
     """
     from rdp_bench.training.data import CropBatches
 
@@ -132,34 +136,39 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
     phase1_weight = _rate_weight(origin["manifest"])
     rate_weight = phase1_weight if rate_weight is None else float(rate_weight)
     label = label or f"l{rate_weight:g}".replace(".", "p")
-    data = CropBatches(size=crop, seed=seed)
+    tag = f"({label})"
+    data_d = CropBatches(size=crop_d, seed=seed)
+    data = CropBatches(size=crop, seed=seed + 7)
     gen = torch.Generator().manual_seed(seed + 1)
-    history: dict[str, list] = {"d_warmup": [], "joint": []}
+    history: dict[str, list] = {"e2e_warmup": [], "joint": []}
     start = time.time()
-
-    # --- 2a: the privileged decoder alone ---
     comp = model.cdc.context_fn
-    comp.eval()
-    opt_d = torch.optim.Adam(model.e2e.parameters(), lr=lr_d)
-    steps_d, running = 0, []
+
+    # --- 2a: compressor + privileged decoder as an MSE autoencoder (the UNet is not involved) ---
+    comp.train()
+    opt_d = torch.optim.Adam(list(comp.parameters()) + list(model.e2e.parameters()), lr=lr_d)
+    steps_d, acc = 0, {}
     budget_d = _Budget(minutes_d, wall_factor, max_steps, threads)
     while not budget_d.done(steps_d):
-        x = data.sample(batch) * 2 - 1
-        with torch.no_grad():
-            y_hat = comp(x)["y_hat"]
-        loss = F.mse_loss(model.e2e(y_hat), x)
+        x = data_d.sample(batch_d) * 2 - 1
+        out = comp(x)
+        mse = F.mse_loss(model.e2e(out["y_hat"]), x)
+        bpp = out["bpp"].mean()
+        loss = rate_weight * bpp + e2e_weight * mse + comp.extra_loss()
         opt_d.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(opt_d.param_groups[0]["params"], 1.0)
         opt_d.step()
         steps_d += 1
-        running.append(loss.item())
+        acc.setdefault("e2e_psnr", []).append(10 * math.log10(4 / max(mse.item(), 1e-10)))
+        acc.setdefault("bpp", []).append(bpp.item())
         if steps_d % 25 == 0 or budget_d.done(steps_d):
-            mse01 = sum(running) / len(running) / 4
-            history["d_warmup"].append({"step": steps_d, "psnr_e2e": round(10 * math.log10(1 / mse01), 3)})
-            log(f"[{label}] 2a step {steps_d}: e2e PSNR {10 * math.log10(1 / mse01):.2f} dB")
-            running = []
+            means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
+            history["e2e_warmup"].append({"step": steps_d, "cpu_minutes": round(budget_d.cpu_minutes, 2), **means})
+            log(f"{tag} 2a step {steps_d}: {means}")
+            acc = {}
 
-    # --- 2b: joint, on the corrected reconstruction ---
+    # --- 2b: everything, on the corrected reconstruction ---
     model.train()
     opt = torch.optim.Adam([
         {"params": list(model.cdc.parameters()), "lr": lr},
@@ -170,28 +179,28 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
     while not budget_j.done(steps_j):
         x = data.sample(batch) * 2 - 1
         diff_loss, parts = model.cdc.training_loss(x, rate_weight)  # λ·bpp + diffusion + median loss
-        out = model.cdc.context_fn(x)
+        out = comp(x)
         x_tilde, x0_e = corrected_reconstruction(model, x, out["y_hat"], out["context"], train_steps, gen)
-        a, b = (x_tilde + 1) / 2, (x + 1) / 2
-        corr_mse = F.mse_loss(a, b)
-        perc = msssim_loss(a, b)
-        e2e_mse = F.mse_loss((x0_e + 1) / 2, b)
-        loss = diff_loss + corr_weight * (corr_mse + perceptual_weight * perc) + e2e_mse
+        corr_mse = F.mse_loss(x_tilde, x)
+        perc = msssim_loss((x_tilde + 1) / 2, (x + 1) / 2)
+        e2e_mse = F.mse_loss(x0_e, x)
+        loss = diff_loss + corr_weight * (corr_mse + perceptual_weight * perc) + e2e_weight * e2e_mse
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         steps_j += 1
-        for k, v in {**parts, "corr_psnr": -10 * math.log10(max(float(corr_mse), 1e-10)),
-                     "e2e_psnr": -10 * math.log10(max(float(e2e_mse), 1e-10)), "one_minus_ssim": float(perc)}.items():
+        for k, v in {**parts, "corr_psnr": 10 * math.log10(4 / max(corr_mse.item(), 1e-10)),
+                     "e2e_psnr": 10 * math.log10(4 / max(e2e_mse.item(), 1e-10)), "one_minus_ssim": perc.item()}.items():
             acc.setdefault(k, []).append(v)
         if steps_j % 10 == 0 or budget_j.done(steps_j):
             means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
-            history["joint"].append({"step": steps_j, **means})
-            log(f"[{label}] 2b step {steps_j}: {means}")
+            history["joint"].append({"step": steps_j, "cpu_minutes": round(budget_j.cpu_minutes, 2), **means})
+            log(f"{tag} 2b step {steps_j}: {means}")
             acc = {}
     model.eval()
     wall = time.time() - start
+    cpu = budget_d.cpu_minutes + budget_j.cpu_minutes
     final = history["joint"][-1] if history["joint"] else {}
     info = {
         "phase1": {"file": origin["file"], "sha256": origin["sha256"], "lambda": phase1_weight,
@@ -200,26 +209,29 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
                    "note": origin["manifest"].get("note", "")},
         "training": {
             "data": "random crops of ../shared/photos (the 10 'samples' images held out), .traindata/crops256.npy",
-            "phase2a_e2e_warmup": {"steps": steps_d, "lr": lr_d, "loss": "MSE(D(y_hat), x)"},
-            "phase2b_joint": {"steps": steps_j, "lr": lr, "batch": batch, "crop": crop,
+            "images_scale": "[-1, 1] (all MSE terms on this scale, like CDC's diffusion loss)",
+            "phase2a_autoencoder_warmup": {
+                "steps": steps_d, "lr": lr_d, "batch": batch_d, "crop": crop_d, "trained": "compressor + e2e decoder",
+                "loss": "rate_weight*bpp + e2e_weight*MSE(D(y_hat), x) + prior median loss"},
+            "phase2b_joint": {"steps": steps_j, "lr": lr, "lr_e2e": lr_d * 0.3, "batch": batch, "crop": crop,
+                              "trained": "compressor + UNet + e2e decoder",
                               "sampling_steps_in_training": train_steps,
-                              "loss": "rate_weight*bpp + CDC diffusion loss + corr_weight*(MSE(x~0,x) + "
-                                      "perceptual_weight*(1-SSIM/MS-SSIM)(x~0,x)) + MSE(D(y_hat),x)",
-                              "corr_weight": corr_weight, "perceptual_weight": perceptual_weight,
+                              "loss": "rate_weight*bpp + CDC diffusion loss + prior median loss + corr_weight*(MSE(x~0,x) + "
+                                      "perceptual_weight*(1-SSIM/MS-SSIM)(x~0,x)) + e2e_weight*MSE(D(y_hat),x)",
+                              "corr_weight": corr_weight, "e2e_weight": e2e_weight,
+                              "perceptual_weight": perceptual_weight,
                               "gamma_in_training": "closed-form MSE gamma per step, float16-quantized, no gradient"},
-            "perceptual_term": "MS-SSIM (SSIM for crops < 161 px) -- LPIPS weights unavailable offline",
-            "wall_seconds": round(wall, 1), "threads": threads, "device": "cpu",
-            "cpu_minutes_phase2": round(budget_d.cpu_minutes + budget_j.cpu_minutes, 2),
+            "perceptual_term": "MS-SSIM (SSIM for crops < 161 px, i.e. here) -- LPIPS weights unavailable offline",
+            "wall_seconds": round(wall, 1), "cpu_minutes_phase2": round(cpu, 2), "threads": threads, "device": "cpu",
             "final": final, "history": history,
         },
-        "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} wall minutes "
-                 f"({budget_d.cpu_minutes + budget_j.cpu_minutes:.1f} CPU minutes, {threads} thread) on a shared CPU, "
-                 f"on top of the tiny CDC phase-1 checkpoint {origin['file']} "
-                 f"({origin['manifest'].get('total_cpu_minutes_including_parents', '?')} CPU minutes). Far below the "
-                 "paper's training; for pipeline and ablation demonstration, not for quality claims."),
+        "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} wall minutes ({cpu:.1f} CPU minutes, "
+                 f"{threads} thread) on a heavily shared CPU, on top of the tiny CDC phase-1 checkpoint "
+                 f"{origin['file']} ({origin['manifest'].get('total_cpu_minutes_including_parents', '?')} CPU minutes). "
+                 "Far below the paper's training; for pipeline and ablation demonstration, not for quality claims."),
     }
     path = save_corrdiff_checkpoint(model, out_dir, label, rate_weight, info)
-    log(f"[{label}] wrote {path} after {wall / 60:.1f} min")
+    log(f"{tag} wrote {path} after {wall / 60:.1f} wall min, {cpu:.1f} CPU min")
     return path
 
 
