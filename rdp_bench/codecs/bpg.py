@@ -130,23 +130,26 @@ def downsample_chroma(plane: np.ndarray) -> np.ndarray:
     return np.clip((vsum + (1 << 12)) >> 13, 0, 255)  # shift = 21 - bit_depth
 
 
+def _interp2(c: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """Polyphase x2 interpolation along ``axis`` with bpgdec's taps, edge samples replicated (no rounding)."""
+    c = np.moveaxis(c, axis, 0)
+    n = c.shape[0]
+    padded = c[np.clip(np.arange(-3, n + 3), 0, n - 1)]
+    even = np.array(BPG_UPSAMPLE_TAPS, dtype=np.int64)
+    out = np.empty((2 * n,) + c.shape[1:], dtype=np.int64)
+    out[0::2] = sum(t * padded[k : k + n] for k, t in enumerate(even))  # output 2i: taps on i-3 .. i+3
+    out[1::2] = sum(t * padded[k : k + n] for k, t in enumerate(even[::-1]))  # output 2i+1: mirrored
+    return np.moveaxis(out[:n_out], 0, axis)
+
+
 def upsample_chroma(plane: np.ndarray, height: int, width: int) -> np.ndarray:
     """bpgdec ``interp2_vh`` (8-bit, phase 0.5): ceil(H/2) x ceil(W/2) -> HxW."""
     c = plane.astype(np.int64)
     h2, w2 = c.shape
     if (h2, w2) != ((height + 1) // 2, (width + 1) // 2):
         raise ValueError(f"chroma plane {h2}x{w2} does not match a {height}x{width} picture")
-    even = np.array(BPG_UPSAMPLE_TAPS, dtype=np.int64)
-    odd = even[::-1]
-    # vertical first, no rounding at 8 bits (shift = bit_depth - 8 = 0)
-    y = np.arange(height)
-    rows = np.clip((y >> 1)[:, None] - 3 + np.arange(7)[None, :], 0, h2 - 1)
-    taps_v = np.where((y & 1)[:, None] == 0, even[None, :], odd[None, :])
-    tmp = np.einsum("ykx,yk->yx", c[rows], taps_v)
-    x = np.arange(width)
-    cols = np.clip((x >> 1)[:, None] - 3 + np.arange(7)[None, :], 0, w2 - 1)
-    taps_h = np.where((x & 1)[:, None] == 0, even[None, :], odd[None, :])
-    out = (tmp[:, cols] * taps_h[None]).sum(-1)
+    tmp = _interp2(c, height, axis=0)  # vertical first, kept at x64 (shift = bit_depth - 8 = 0)
+    out = _interp2(tmp, width, axis=1)
     return np.clip((out + (1 << 11)) >> 12, 0, 255)  # shift = 20 - bit_depth
 
 
