@@ -73,6 +73,19 @@ def run(
     dtable = store.dataset_table()
     if not dtable.empty:
         console.print(dtable.drop(columns=["checkpoint", "dataset_fingerprint"], errors="ignore").to_string(index=False))
+    for metric, reason in sorted(_unavailable_reasons(table).items()):
+        console.print(f"[yellow]{metric} unavailable:[/yellow] {reason}")
+
+
+def _unavailable_reasons(table) -> dict[str, str]:
+    """Metric -> reason, from the rows' ``unavailable`` JSON column (NaN values carry their why)."""
+    import json
+
+    reasons: dict[str, str] = {}
+    for cell in table.get("unavailable", []):
+        if isinstance(cell, str) and cell:
+            reasons.update(json.loads(cell))
+    return reasons
 
 
 list_app = typer.Typer(help="List codecs, datasets or metrics.", no_args_is_help=True)

@@ -284,7 +284,7 @@ def test_vif_is_nan_on_tiny_images(photo):
 
 # --- harness, end to end ------------------------------------------------------------------------
 
-def test_run_records_unavailable_metrics_and_patchless_fid(empty_hub, tmp_path, photo):
+def test_run_records_unavailable_metrics_and_patchless_fid(empty_hub, tmp_path, photo, monkeypatch):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(2):
@@ -300,3 +300,11 @@ def test_run_records_unavailable_metrics_and_patchless_fid(empty_hub, tmp_path, 
     assert math.isnan(rows["fid"]["value"]) and rows["fid"]["fid_patches"] == 0 and "256" in rows["fid"]["reason"]
     assert math.isnan(rows["kid"]["value"])
     assert metric_class("fid").higher_is_better is False
+
+    # the weights arrive: a re-run measures LPIPS for the rows that had NaN, and clears the reasons
+    _save_random_backbone("alexnet", empty_hub / ALEXNET.filename)
+    monkeypatch.setattr(weights, "VERIFY_SHA256", False)
+    cfg.metrics = ["psnr", "lpips"]
+    run_benchmark(cfg)
+    table = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(table) == 2 and table["lpips"].gt(0).all() and (table["unavailable"] == "{}").all()

@@ -117,6 +117,14 @@ class Sweep:
             raise ValueError(f"{self.run_dir} holds results with amp={sorted(map(str, earlier))}; "
                              f"use another --out for amp={self.cfg.amp}")
 
+    def has_value(self, row: dict[str, Any], metric: str) -> bool:
+        """False when the row lacks the metric, or holds the NaN of a then-unavailable metric that is available now."""
+        if metric not in row:
+            return False
+        reasons = row.get("unavailable")
+        was_unavailable = isinstance(reasons, str) and bool(reasons) and metric in json.loads(reasons)
+        return not (was_unavailable and self.metric_status[metric])
+
     # paths --------------------------------------------------------------------------------------
     def bitstream_rel(self, codec: str, checkpoint: str, rate: str, image_id: str, sha: str) -> str:
         ckpt = "" if checkpoint == "none" else f"{checkpoint[:12]}/"
@@ -146,7 +154,7 @@ class Sweep:
                     missing_partial = any(
                         not self.partial_path(m, name, ckpt, point.label, sha).exists() for m in available_dataset_metrics
                     )
-                    if row is not None and not missing_partial and all(m in row for m in self.image_metrics):
+                    if row is not None and not missing_partial and all(self.has_value(row, m) for m in self.image_metrics):
                         continue
                     reuse = row is not None and (self.run_dir / rel).exists()
                     todo_by_shape[self.shape_of(item) if self.cfg.batch_size > 1 else (0, 0)].append(
@@ -176,6 +184,9 @@ class Sweep:
         if not path.exists() or path.read_bytes() != result.bitstream:
             atomic_write_bytes(path, result.bitstream)
         row = result.row
+        previous = self.store.get(row_key(row))
+        if previous and previous.get("unavailable") and "unavailable" not in row:
+            row = {**row, "unavailable": "{}"}  # every metric is measured now: clear the old reasons
         for metric, partial in result.partials.items():
             target = self.partial_path(metric, row["codec"], row["checkpoint"], row["rate_label"], row["image_sha256"])
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,9 +210,11 @@ class Sweep:
                     base = {"codec": name, "checkpoint": ckpt, "rate_label": point.label, "rate_id": codec.rate_id(point),
                             "dataset": self.dataset.name, "dataset_fingerprint": fingerprint, "metric": metric_name,
                             "images": len(self.hashes)}
-                    if self.store.get_dataset(ResultsStore.dataset_key(base)):
-                        continue
                     status = self.metric_status[metric_name]
+                    done = self.store.get_dataset(ResultsStore.dataset_key(base))
+                    # a NaN (unavailable, or no patches) is recomputed once the metric can run
+                    if done and not (status and isinstance(done["value"], float) and math.isnan(done["value"])):
+                        continue
                     if not status:
                         self.store.add_dataset({**base, "value": math.nan, "reason": status.reason})
                         continue
