@@ -86,7 +86,7 @@ def _manifest(cfg: TrainConfig, model_cfg: CDCConfig, lam: float, phase: str, st
     return {
         "codec": "cdc",
         "variant": "tiny (rdp-bench), NOT the official CDC weights",
-        "architecture": model_cfg.to_dict(),
+        "config": model_cfg.to_dict(),
         "lambda": lam,
         "phase": phase,
         "objective": "lambda*bpp + min(SNR,5)-weighted x0-MSE on [-1,1] images (CDC, rho=0) + prior median loss",

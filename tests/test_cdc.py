@@ -1,0 +1,225 @@
+"""CDC: official state-dict layout, loading of official-style files, real bitstreams, batched and
+deterministic DDIM decoding. Uses a micro config (random weights) so everything runs in seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdp_bench.codecs.cdc import CDC, CDCOfficial, official_filename
+from rdp_bench.codecs.checkpoints import save_checkpoint
+from rdp_bench.codecs.diffusion.compressor import CompressorConfig, LatentCoder
+from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, extract_ema_state_dict, load_cdc_weights
+from rdp_bench.codecs.diffusion.sampler import DDIMSampler
+from rdp_bench.codecs.diffusion.unet import UNetConfig
+from rdp_bench.container import BitstreamError, Container
+
+FIXTURE = Path(__file__).parent / "fixtures" / "cdc_state_dict_shapes.json"
+
+MICRO = CDCConfig(
+    UNetConfig(dim=4, dim_mults=(1, 1, 1, 1, 1), context_channels=4, context_dim_mults=(1, 1, 1, 1)),
+    CompressorConfig(dim=4, dim_mults=(1, 1, 1, 1), reverse_dim_mults=(1, 1, 1, 1), hyper_dims_mults=(1, 1, 1),
+                     out_channels=4),
+)
+
+
+def micro_model(seed: int = 0) -> CDCModel:
+    torch.manual_seed(seed)
+    model = CDCModel(MICRO).eval()
+    with torch.no_grad():  # make the prior and hyper-decoder non-trivial
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cdc_weights")
+    for lam, seed in ((0.02, 0), (0.005, 1)):
+        model = micro_model(seed)
+        sd = {k: v for k, v in model.state_dict().items() if not k.startswith("train_")}
+        name = f"cdc-tiny-l{lam:g}".replace(".", "p")
+        save_checkpoint(sd, d / name, {"codec": "cdc", "lambda": lam, "phase": "finetune", "config": MICRO.to_dict()})
+    return d
+
+
+@pytest.fixture(scope="module")
+def codec(weights_dir) -> CDC:
+    return CDC(device="cpu", weights_dir=weights_dir, steps=2)
+
+
+def test_full_size_state_dict_matches_official_layout():
+    expected = json.loads(FIXTURE.read_text())
+    with torch.device("meta"):
+        model = CDCModel(CDCConfig.official())
+    got = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(got) == sorted(expected)
+    assert {k: v for k, v in got.items() if expected[k] != v} == {}
+    assert sum(math.prod(s) for s in got.values()) == sum(math.prod(s) for s in expected.values())
+
+
+def test_official_style_ema_file_loads_ema_weights_and_skips_lpips(tmp_path):
+    ema, online = micro_model(0), micro_model(1)
+    raw = {f"ema_model.{k}": v for k, v in ema.state_dict().items()}
+    raw.update({f"online_model.{k}": v for k, v in online.state_dict().items()})
+    raw.update({"initted": torch.tensor(True), "step": torch.tensor(1000),
+                "ema_model.loss_fn_vgg.net.slice1.0.weight": torch.zeros(64, 3, 3, 3),
+                "online_model.loss_fn_vgg.lin0.model.1.weight": torch.zeros(1, 64, 1, 1)})
+    path = tmp_path / "ckpt.pt"
+    torch.save({"ema": raw}, path)
+    loaded = load_cdc_weights(CDCModel(MICRO), torch.load(path, map_location="cpu", weights_only=True))
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ema.state_dict()[k]), k
+    assert not any("loss_fn_vgg" in k for k in extract_ema_state_dict(raw))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_cdc_weights(CDCModel(CDCConfig.tiny()), raw)
+
+
+def test_official_codec_path_offline(tmp_path, monkeypatch, photo):
+    """cdc-official reads an unchanged {"ema": ...} file from weights_dir (micro config stands in)."""
+    monkeypatch.setattr(CDCConfig, "official", classmethod(lambda cls: MICRO))
+    ema = micro_model(3)
+    raw = {f"ema_model.{k}": v for k, v in ema.state_dict().items()}
+    raw["ema_model.loss_fn_vgg.net.slice1.0.weight"] = torch.zeros(2)
+    torch.save({"ema": raw}, tmp_path / official_filename(0.0032, 0.0))
+    official = CDCOfficial(device="cpu", weights_dir=tmp_path, steps=2)
+    img = photo(40, 56)
+    bs = official.encode([img], "b0.0032")
+    out = official.decode(bs)[0]
+    assert out.shape == img.shape
+    assert len(official.checkpoint_id(official.rate_point("b0.0032"))) == 64
+
+
+def test_official_missing_offline_is_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("RDP_BENCH_OFFLINE", "1")
+    monkeypatch.setenv("RDP_BENCH_CDC_DIR", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    status = CDCOfficial.availability()
+    assert not status and official_filename(0.0032, 0.0) in status.reason and str(tmp_path / "hub") in status.reason
+
+
+def test_round_trip_via_files_odd_size_and_real_bpp(codec, tmp_path, photo):
+    img = photo(37, 53, seed=1)
+    for point in codec.rate_points():
+        enc = codec.encode_detailed([img], point)[0]
+        path = tmp_path / f"{point.label}.rdpb"
+        path.write_bytes(enc.bitstream)
+        out = codec.decode([path.read_bytes()])[0]
+        assert out.shape == (3, 37, 53) and 0 <= float(out.min()) and float(out.max()) <= 1
+        rec = Container.unpack(path.read_bytes(), "cdc")
+        payload_bits = 8 * len(rec.payload)
+        est_bits = enc.extras["bpp_estimated"] * 37 * 53
+        assert est_bits > 0
+        # the range coder is within a few bytes of the model's estimate (plus framing overhead)
+        assert payload_bits < 1.1 * est_bits + 8 * 48
+        assert payload_bits > 0.8 * est_bits
+
+
+def test_batch_of_8_decodes_like_batch_of_1_and_is_deterministic(codec, photo):
+    images = [photo(32, 48, seed=s) for s in range(8)]
+    bitstreams = codec.encode(images, 0)
+    together = codec.decode(bitstreams)
+    alone = [codec.decode([b])[0] for b in bitstreams]
+    for a, b in zip(together, alone):
+        # identical noise, ŷ and trajectory; only the conv kernels' float rounding depends on the batch size
+        # (a random micro model amplifies them more than a trained one; the bound is ~2.5 levels of 8 bits)
+        assert float((a - b).abs().max()) < 1e-2
+        assert float((a - b).abs().mean()) < 2e-4
+    again = codec.decode(bitstreams)
+    assert all(torch.equal(a, b) for a, b in zip(together, again))
+    # per-image noise: two different images do not share an initial noise draw
+    assert not torch.equal(together[0], together[1])
+
+
+def test_memory_bound_splits_batches(weights_dir, photo):
+    small = CDC(device="cpu", weights_dir=weights_dir, steps=1, max_batch_pixels=64 * 64)
+    images = [photo(64, 64, seed=s) for s in range(3)]
+    bs = small.encode(images, 0)
+    split = small.decode(bs)
+    joint = CDC(device="cpu", weights_dir=weights_dir, steps=1).decode(bs)
+    for a, b in zip(split, joint):
+        assert float((a - b).abs().max()) < 1e-2
+
+
+def test_corrupt_payloads_are_rejected(codec, photo):
+    good = codec.encode([photo(32, 32)], 0)[0]
+    rec = Container.unpack(good, "cdc")
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF
+    bad_payload = bytearray(rec.payload)
+    bad_payload[3] ^= 0x01
+    cases = [
+        bytes(flipped),
+        good[:-7],
+        Container("cdc", rec.rate_id, rec.height, rec.width, bytes(bad_payload)).pack(),
+        Container("cdc", rec.rate_id, rec.height, rec.width, rec.payload[:5]).pack(),
+        Container("cdc", rec.rate_id, rec.height, rec.width, b"").pack(),
+        Container("cdc", 99, rec.height, rec.width, rec.payload).pack(),
+        Container("jpeg", rec.rate_id, rec.height, rec.width, rec.payload).pack(),
+    ]
+    for data in cases:
+        with pytest.raises(BitstreamError):
+            codec.decode([data])
+
+
+def test_one_step_is_a_single_x0_prediction(weights_dir, photo):
+    one = CDC(device="cpu", weights_dir=weights_dir, steps=1)
+    point = one.rate_points()[0]
+    loaded = one.model(point)
+    model = loaded.model
+    y_hat = torch.randn(1, model.context_fn.latent_channels, 4, 4).round()
+    got = one.sample(model, y_hat, [7], (64, 64))
+    noise = DDIMSampler.initial_noise((1, 3, 64, 64), [7], 0.8)
+    t = torch.full((1, 1), (model.num_timesteps - 1) / model.num_timesteps)
+    with torch.no_grad():
+        want = model.denoise(noise, t, model.context_fn.synthesis(y_hat)).clamp(-1, 1)
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_ddim_step_recovers_the_trajectory_of_a_known_x0():
+    ac = CDCModel(MICRO).train_alphas_cumprod
+    sampler = DDIMSampler(ac, steps=5)
+    assert sampler.timesteps[0][0] == len(ac) - 1 and sampler.timesteps[-1] == (0, -1)
+    x0, eps = torch.rand(2, 3, 8, 8) * 2 - 1, torch.randn(2, 3, 8, 8)
+    for t, t_prev in sampler.timesteps:
+        a, ap = float(ac[t]), (1.0 if t_prev < 0 else float(ac[t_prev]))
+        x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+        want = math.sqrt(ap) * x0 + math.sqrt(1 - ap) * eps
+        assert torch.allclose(sampler.step(x_t, x0, t, t_prev), want, atol=1e-3)
+    n1 = DDIMSampler.initial_noise((3, 3, 4, 4), [1, 2, 1], 0.8)
+    assert torch.equal(n1[0], n1[2]) and not torch.equal(n1[0], n1[1])
+
+
+def test_hyper_latent_coding_matches_its_estimate():
+    model = micro_model(5)
+    coder = LatentCoder(model.context_fn)
+    z = torch.randn(2, model.context_fn.hyper_channels, 3, 5) * 3
+    strings = coder.z_coder.compress(z)
+    z_hat = coder.z_coder.decompress(strings, (3, 5))
+    assert torch.equal(z_hat, coder.z_coder.quantize(z))
+    with torch.no_grad():
+        est = -torch.log2(coder.prior_cpu.likelihood(z_hat)).sum(dim=(1, 2, 3))
+    for s, e in zip(strings, est):
+        assert 8 * len(s) <= 1.05 * float(e) + 64
+
+
+def test_training_phase_runs_and_checkpoint_loads_in_the_codec(tmp_path, photo):
+    from rdp_bench.training.cdc import TrainConfig, train_phase, trainable_state_dict
+
+    class Data:
+        def sample(self, n):
+            return torch.rand(n, 3, 64, 64)
+
+    cfg = TrainConfig(max_steps=2, batch=2, out=tmp_path)
+    model = CDCModel(MICRO)
+    ema, stats, _ = train_phase(model, 0.01, 1.0, 1e-3, cfg, Data(), log=lambda m: None)
+    assert stats["steps"] == 2
+    save_checkpoint(trainable_state_dict(ema.model), tmp_path / "cdc-tiny-l0p01",
+                    {"lambda": 0.01, "phase": "finetune", "config": MICRO.to_dict()})
+    trained = CDC(device="cpu", weights_dir=tmp_path, steps=1)
+    assert [p.label for p in trained.rate_points()] == ["lambda0.01"]
+    assert trained.decode(trained.encode([photo(16, 24)], 0))[0].shape == (3, 16, 24)
