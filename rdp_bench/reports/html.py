@@ -107,7 +107,9 @@ def _reconstruction(agg: Aggregate, codec: str, row: dict[str, Any], codec_cache
     from rdp_bench.imageio import quantize_8bit, tensor_to_uint8
 
     if inner not in codec_cache:
-        codec_cache[inner] = get_codec(inner, device="cpu")
+        # the options the run used (e.g. checkpoint=FILE), so the bitstream decodes with the same weights
+        options = next((e.get("codec_options") or {} for e in reversed(run.entries) if inner in e.get("codecs", {})), {})
+        codec_cache[inner] = get_codec(inner, device="cpu", **options)
     decoded = codec_cache[inner].decode([stream.read_bytes()])[0]
     return tensor_to_uint8(quantize_8bit(decoded.float().cpu()))
 
@@ -272,6 +274,11 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
                 f"BD interpolation: <b>{html.escape(method)}</b>. Images compared: {agg.rows['image_sha256'].nunique()}. "
                 "bpp is measured from the bytes of each written bitstream (container header included).</p>"]
     sections += [f"<p class='warn'>{html.escape(w)}</p>" for w in agg.warnings]
+    patches = agg.points["fid_patches"].dropna() if "fid_patches" in agg.points.columns else []
+    if len(patches):
+        sections.append(f"<p class='note'>FID/KID use {int(min(patches))}–{int(max(patches))} 256×256 patches per codec "
+                        "and rate point. With this few samples FID is strongly biased upwards: compare codecs within "
+                        "this report, not with published FID values.</p>")
     sections.append("<h2>Bjøntegaard deltas</h2>")
     sections += [to_html(t) for t in tables]
     sections.append("<h2>Rate–distortion–perception curves</h2><div class='plots'>")

@@ -286,7 +286,10 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
                 if not np.isfinite(value) and len(hit):
                     reason = hit["reason"].iloc[-1] if "reason" in hit.columns else ""
                     reasons.setdefault((rec["codec"], m), str(reason) if isinstance(reason, str) and reason else "NaN")
-                points.loc[(points["codec"] == rec["codec"]) & (points["rate_label"] == rec["rate_label"]), m] = value
+                at = (points["codec"] == rec["codec"]) & (points["rate_label"] == rec["rate_label"])
+                points.loc[at, m] = value
+                if len(hit) and f"{m}_patches" in hit.columns:  # how many samples FID/KID saw
+                    points.loc[at, f"{m}_patches"] = hit[f"{m}_patches"].iloc[-1]
             for m in extra_dataset:
                 vals = sub[m].dropna() if m in sub.columns else pd.Series(dtype=float)
                 points.loc[(points["codec"] == rec["codec"]) & (points["rate_label"] == rec["rate_label"]), m] = (
