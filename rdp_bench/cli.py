@@ -18,6 +18,22 @@ def _split(value: Optional[str]) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def _codec_options(entries: Optional[list[str]]) -> dict:
+    """``KEY=VALUE`` strings -> options; values are JSON when they parse (numbers, true, lists), else text."""
+    import json
+
+    options = {}
+    for entry in entries or []:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--codec-option wants KEY=VALUE, got {entry!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 @app.command()
 def run(
     codec: str = typer.Option(..., "--codec", "-c", help="Codec name(s), comma-separated (see `rdp-bench list codecs`)."),
@@ -38,6 +54,8 @@ def run(
     executor: str = typer.Option("local", "--executor", help="local (in-process) or ray (a Ray cluster)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, HOST:PORT); default: start a local one."),
     amp: Optional[str] = typer.Option(None, "--amp", help="bf16 or fp16: mixed precision for diffusion UNet sampling on GPU (codecs without it ignore it)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Diffusion decoding steps (cdc*, corrdiff*); default: each codec's own."),
+    codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE given to the codecs (repeatable; values parsed as JSON when they can be), e.g. gamma=0.8."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
     from rdp_bench.bench.runner import RunConfig, run_benchmark
@@ -48,7 +66,8 @@ def run(
         codecs=_split(codec), dataset=dataset, out=out, rates=_split(rate) or None, metrics=_split(metrics),
         batch_size=batch_size, device=device, seed=seed, data_root=data_root, limit=limit, save_recon=save_recon,
         allow_download=not no_download, progress=not quiet, argv=["rdp-bench", *sys.argv[1:]],
-        codec_options={"checkpoint": str(checkpoint)} if checkpoint else {},
+        codec_options={**({"checkpoint": str(checkpoint)} if checkpoint else {}), **_codec_options(codec_option),
+                       **({"steps": steps} if steps else {})},
         metric_options={**({"weights_dir": str(weights_dir)} if weights_dir else {}),
                         **({"allow_download": False} if no_download else {})},
         executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
@@ -120,13 +139,17 @@ def train_cdc_cmd(
     threads: int = typer.Option(1, "--threads"),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where fine-tuned checkpoints go (default rdp_bench/weights/cdc)."),
+    lr: float = typer.Option(5e-4, "--lr", help="Base-phase learning rate."),
+    finetune_lr: float = typer.Option(2e-4, "--finetune-lr"),
+    max_wall_factor: float = typer.Option(4.0, "--max-wall-factor", help="A phase also stops after this many times its CPU budget in wall minutes."),
 ) -> None:
     """Train the tiny CDC checkpoints: a base model, then one fine-tune per λ (bounded in CPU minutes)."""
     from rdp_bench.training.cdc import TrainConfig, WEIGHTS_DIR, train
 
     cfg = TrainConfig(lambdas=tuple(float(v) for v in _split(lambdas)), base_lambda=base_lambda,
                       base_minutes=base_minutes, finetune_minutes=finetune_minutes, max_steps=max_steps,
-                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR)
+                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR, lr=lr,
+                      finetune_lr=finetune_lr, max_wall_factor=max_wall_factor)
     for path in train(cfg, log=lambda m: console.print(m, highlight=False)):
         console.print(f"wrote {path}")
 
