@@ -283,7 +283,7 @@ def report(
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    console.print(result.markdown, markup=False, highlight=False)
+    typer.echo(result.markdown)  # plain: rich would re-wrap the Markdown table at the terminal width
     console.print(f"wrote {len(result.files)} files to {out} (open {out / 'report.html'})")
 
 
