@@ -276,13 +276,14 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
     sections += [f"<p class='warn'>{html.escape(w)}</p>" for w in agg.warnings]
     patches = agg.points["fid_patches"].dropna() if "fid_patches" in agg.points.columns else []
     if len(patches):
-        sections.append(f"<p class='note'>FID/KID use {int(min(patches))}–{int(max(patches))} 256×256 patches per codec "
+        count = f"{int(min(patches))}" if min(patches) == max(patches) else f"{int(min(patches))}–{int(max(patches))}"
+        sections.append(f"<p class='note'>FID/KID use {count} 256×256 patches per codec "
                         "and rate point. With this few samples FID is strongly biased upwards: compare codecs within "
                         "this report, not with published FID values.</p>")
     sections.append("<h2>Bjøntegaard deltas</h2>")
     sections += [to_html(t) for t in tables]
     sections.append("<h2>Rate–distortion–perception curves</h2><div class='plots'>")
-    for stem in sorted(figures):
+    for stem in sorted(figures, key=lambda st: (not st.startswith("rd_overview"), st)):
         if stem.endswith("_screen") and (stem.startswith("rd_overview") or stem.startswith("dp_plane")):
             png = [p for p in figures[stem] if p.suffix == ".png"][0]
             sections.append(f"<figure><img alt='{html.escape(stem)}' src='{png_data_uri(png)}'>"
