@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -35,13 +37,14 @@ def test_closed_form_gamma_equals_brute_force(granularity):
     h, w = 33, 40  # a valid area smaller than the (padded) tensors
     gamma = solve_gamma_mse(x, x0_hat, x0_e, layout, h=h, w=w)
     assert gamma.shape == (2, layout.count(h, w))
-    # brute force: every group independently over a fine grid, then a finer grid around the best
-    grid = torch.linspace(-2, 3, 2001)
+    # brute force: every group independently over a grid, then two finer grids around the best
+    grid = torch.linspace(-2, 3, 201, dtype=torch.float64)
     losses = torch.stack([_group_mse(layout, x, x0_hat, x0_e, torch.full_like(gamma, float(g)), h, w) for g in grid])
-    coarse = grid.double()[losses.argmin(0)]
-    fine_offsets = torch.linspace(-0.003, 0.003, 601, dtype=torch.float64)
-    fine = torch.stack([_group_mse(layout, x, x0_hat, x0_e, coarse + d, h, w) for d in fine_offsets])
-    brute = coarse + fine_offsets[fine.argmin(0)]
+    brute = grid[losses.argmin(0)]
+    for half_width in (0.025, 5e-4):
+        offsets = torch.linspace(-half_width, half_width, 101, dtype=torch.float64)
+        fine = torch.stack([_group_mse(layout, x, x0_hat, x0_e, brute + d, h, w) for d in offsets])
+        brute = brute + offsets[fine.argmin(0)]
     assert torch.allclose(gamma.double(), brute, atol=2e-5)
     # and no perturbation does better
     base = _group_mse(layout, x, x0_hat, x0_e, gamma, h, w)
@@ -199,7 +202,8 @@ def _repack(bitstream: bytes, **changes) -> bytes:
 
 @pytest.mark.parametrize("batch", [1, 8])
 def test_codec_decoder_equals_encoder_trajectory_bit_exact(micro_weights, photo, batch):
-    codec = _codec("corrdiff", micro_weights)
+    # batch 8 also runs the UNet in chunks of 3 images (max_batch_pixels), as on a GPU with big images
+    codec = _codec("corrdiff", micro_weights, max_batch_pixels=3 * 32 * 48 if batch == 8 else 10**8)
     images = [photo(32, 45, seed=i) for i in range(batch)]
     streams = codec.encode(images, 0)
     decoded = codec.decode(streams)
@@ -232,7 +236,8 @@ def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
         assert len(enc.bitstream) == len(base) - name_diff + len(gamma)
         assert bits_per_pixel(enc.bitstream, 32, 45) == pytest.approx(8 * len(enc.bitstream) / (32 * 45))
         sizes[(gran, prec)] = len(enc.bitstream)
-        assert codec.decode([enc.bitstream])[0].shape == (3, 32, 45)
+        if gran == "tile":  # the layout that depends on the image size must decode too
+            assert torch.equal(codec.decode([enc.bitstream])[0], codec.encoder_reconstructions[0])
     assert sizes[("scalar", "uint8")] < sizes[("scalar", "float16")] < sizes[("channel", "float16")]
 
 
@@ -261,7 +266,7 @@ def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
 
 
 def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
-    from rdp_bench.codecs.corrdiff import NOISE_SCALE, NOISE_SEED, _load_model, _manifests
+    from rdp_bench.codecs.corrdiff import NOISE_SCALE, _load_model, _manifests
     from rdp_bench.codecs.diffusion.compressor import LatentCoder
     from rdp_bench.codecs.diffusion.sampler import DDIMSampler
     from rdp_bench.codecs.entropy import unpack_strings
@@ -281,7 +286,8 @@ def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
         y_hat = coder.decode([p[2] for p in parts], [p[3] for p in parts], (2, 3))
         context = model.cdc.context_fn.synthesis(y_hat)
         sampler = DDIMSampler(model.cdc.train_alphas_cumprod, 3, eta=0.0)
-        x = sampler.initial_noise((2, 3, 32, 48), NOISE_SEED, NOISE_SCALE)
+        seeds = [zlib.crc32(p[3]) & 0x7FFFFFFF for p in parts]
+        x = sampler.initial_noise((2, 3, 32, 48), seeds, NOISE_SCALE)
         for t, t_prev in sampler.timesteps:
             x0 = model.cdc.denoise(x, sampler.time_input(t, 2, "cpu"), context).clamp(-1, 1)
             x = sampler.step(x, x0, t, t_prev)

@@ -33,8 +33,9 @@ Options (constructor keywords, also ``codec_options`` of a run):
 
 Choices made where the paper is silent (also in the README):
 
-* Initial noise: ``0.8 · N(0, I)`` (CDC's default noise scale) from a CPU generator seeded with
-  ``NOISE_SEED`` = 0, one generator per image, so noise never depends on the batch.
+* Initial noise: ``0.8 · N(0, I)`` (CDC's default noise scale) from a CPU generator seeded with the
+  CRC32 of the image's y string (as our CDC codec does), one generator per image, so the noise is a
+  function of the bitstream alone and never depends on the batch.
 * DDIM timesteps are CDC's (``N`` indices evenly spaced over the 8193 training steps, from the top);
   the final step goes to ᾱ = 1, so the output is exactly the last x̃0.
 * x̂0 and x0e are clamped to [-1, 1] before the mix and x̃0 after it; the mix is ``torch.lerp`` so that
@@ -53,8 +54,11 @@ bit-identical to the encoder's.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import struct
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -70,8 +74,9 @@ from rdp_bench.codecs.corrdiff_parts import (
 from rdp_bench.container import BitstreamError, Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "corrdiff"
-NOISE_SEED = 0
 NOISE_SCALE = 0.8
+#: images per UNet batch are limited so that batch x H x W stays under this (GPU memory)
+MAX_BATCH_PIXELS = 8 * 512 * 768
 PAYLOAD_VERSION = 1
 DEFAULT_STEPS = 8
 MAX_STEPS = 255
@@ -183,12 +188,15 @@ class CorrDiff(Codec):
     name = "corrdiff"
     description = "CorrDiff (ICML 2024): diffusion decoder corrected per DDIM step by a privileged e2e decoder; γ in the bitstream"
     wants_gpu = True
+    supports_amp = True
     mode: ClassVar[str] = "corrected"
 
-    def __init__(self, device: str | None = None, *, steps: int = DEFAULT_STEPS, gamma_granularity: str = "scalar",
+    def __init__(self, device: str | None = None, *, steps: int | None = None, gamma_granularity: str = "scalar",
                  gamma_tile: int = 64, gamma_precision: str = "float16", gamma_solver: str = "mse",
-                 perceptual_weight: float = 0.1, weights_dir: str | Path | None = None, **options: Any) -> None:
+                 perceptual_weight: float = 0.1, weights_dir: str | Path | None = None, amp: str | None = None,
+                 max_batch_pixels: int = MAX_BATCH_PIXELS, **options: Any) -> None:
         super().__init__(device, **options)
+        steps = DEFAULT_STEPS if steps is None else steps
         if not 1 <= int(steps) <= MAX_STEPS:
             raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
         if gamma_solver not in ("mse", "mse+msssim"):
@@ -199,6 +207,10 @@ class CorrDiff(Codec):
         self.gamma_solver = gamma_solver
         self.perceptual_weight = float(perceptual_weight)
         self.weights_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+        self.amp = amp if self.device.type == "cuda" else None  # UNet autocast on GPU only
+        if self.amp not in (None, "bf16", "fp16"):
+            raise ValueError(f"amp must be bf16 or fp16, got {amp!r}")
+        self.max_batch_pixels = int(max_batch_pixels)
         self._coders: dict[str, Any] = {}
 
     # --- registry interface ---------------------------------------------------------------
@@ -221,14 +233,30 @@ class CorrDiff(Codec):
                 return m
         raise KeyError(f"{self.name}: no checkpoint for rate point {rate_point.label!r} in {self.weights_dir}")
 
+    def settings(self) -> dict[str, Any]:
+        """The options that change this variant's bitstream or output."""
+        if self.mode == "e2e":
+            return {"mode": self.mode}
+        out: dict[str, Any] = {"mode": self.mode, "steps": self.steps, "eta": 0.0, "noise_scale": NOISE_SCALE,
+                               "amp": self.amp}
+        if self.mode == "corrected":
+            out.update(gamma_granularity=self.layout.granularity, gamma_precision=self.precision,
+                       gamma_solver=self.gamma_solver)
+            if self.layout.granularity == "tile":
+                out["gamma_tile"] = self.layout.tile
+            if self.gamma_solver != "mse":
+                out["perceptual_weight"] = self.perceptual_weight
+        return out
+
     def checkpoint_id(self, rate_point: RatePoint) -> str:
-        return self._manifest(rate_point)["sha256"]
+        """sha256 of the weights combined with the settings, which change the output."""
+        settings = json.dumps(self.settings(), sort_keys=True)
+        return hashlib.sha256(f"{self._manifest(rate_point)['sha256']}|{settings}".encode()).hexdigest()
 
     def provenance(self) -> dict[str, Any]:
         return {
-            "mode": self.mode, "steps": self.steps, "gamma_granularity": self.layout.granularity,
-            "gamma_tile": self.layout.tile, "gamma_precision": self.precision, "gamma_solver": self.gamma_solver,
-            "noise_seed": NOISE_SEED, "noise_scale": NOISE_SCALE,
+            **self.settings(), "noise_seed": "crc32 of the y string", "x0_clamp": [-1, 1],
+            "max_batch_pixels": self.max_batch_pixels,
             "checkpoints": {m["label"]: {"file": m["file"], "sha256": m["sha256"], "note": m.get("note", "")}
                             for m in _manifests(self.weights_dir)},
         }
@@ -253,21 +281,44 @@ class CorrDiff(Codec):
 
         return DDIMSampler(model.cdc.train_alphas_cumprod, steps, eta=0.0)
 
-    def _run(self, model: CorrDiffModel, y_hat: torch.Tensor, valid: tuple[int, int], steps: int,
-             layout: GammaLayout, precision: str, target: torch.Tensor | None = None,
-             gammas: torch.Tensor | None = None):
-        """-> (image in [-1,1] cropped to valid, quantized γ B x N x count)."""
+    def _chunks(self, n: int, h: int, w: int) -> list[slice]:
+        per = max(1, self.max_batch_pixels // max(1, h * w))
+        return [slice(i, min(n, i + per)) for i in range(0, n, per)]
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.amp])
+        return contextlib.nullcontext()
+
+    def _run(self, model: CorrDiffModel, y_hat: torch.Tensor, seeds: Sequence[int], valid: tuple[int, int],
+             steps: int, layout: GammaLayout, precision: str, target: torch.Tensor | None = None,
+             gammas: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batched in chunks of at most ``max_batch_pixels``; -> (images in [-1,1] cropped, γ B x N x count)."""
+        images, used = [], []
+        hp, wp = (y_hat.shape[-2] * model.e2e.upsample_factor, y_hat.shape[-1] * model.e2e.upsample_factor)
+        for sl in self._chunks(y_hat.shape[0], hp, wp):
+            img, g = self._run_chunk(model, y_hat[sl], list(seeds)[sl], valid, steps, layout, precision,
+                                     None if target is None else target[sl], None if gammas is None else gammas[sl])
+            images.append(img)
+            used.append(g)
+        return torch.cat(images), (None if used[0] is None else torch.cat(used))
+
+    def _run_chunk(self, model: CorrDiffModel, y_hat: torch.Tensor, seeds: list[int], valid: tuple[int, int],
+                   steps: int, layout: GammaLayout, precision: str, target: torch.Tensor | None,
+                   gammas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         y_hat = y_hat.to(self.device)
         b = y_hat.shape[0]
-        x0_e = model.e2e(y_hat).clamp(-1.0, 1.0)
+        x0_e = model.e2e(y_hat).float().clamp(-1.0, 1.0)
         if self.mode == "e2e":
             return x0_e[..., : valid[0], : valid[1]], None
         context = model.cdc.context_fn.synthesis(y_hat)
         sampler = self._sampler(model, steps)
-        noise = sampler.initial_noise(x0_e.shape, [NOISE_SEED] * b, NOISE_SCALE, device=self.device)
+        noise = sampler.initial_noise(x0_e.shape, seeds, NOISE_SCALE, device=self.device)
 
         def denoiser(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            return model.cdc.denoise(x_t, sampler.time_input(t, b, self.device), context)
+            with self._autocast():
+                x0 = model.cdc.denoise(x_t, sampler.time_input(t, b, self.device), context)
+            return x0.float()
 
         if self.mode == "diffusion-only":
             gammas = torch.zeros(b, steps, 1)
@@ -308,12 +359,14 @@ class CorrDiff(Codec):
         z_strings, y_strings, _, bits = coder.encode(y, z)
         # decode our own strings: the trajectory must start from exactly the decoder's ŷ
         y_hat = coder.decode(z_strings, y_strings, tuple(z.shape[-2:]))
+        seeds = [_noise_seed(s) for s in y_strings]
         steps = self.steps if self.mode != "e2e" else 0
         gamma_bytes = [b""] * b
         gamma_count = 0
         images_out = None
         if self.mode == "corrected":
-            images_out, gammas = self._run(model, y_hat, (h, w), steps, self.layout, self.precision, target=x_pad)
+            images_out, gammas = self._run(model, y_hat, seeds, (h, w), steps, self.layout, self.precision,
+                                           target=x_pad)
             quantizer = get_quantizer(self.precision)
             gamma_bytes = [quantizer.to_bytes(g) for g in gammas.cpu()]
             gamma_count = gammas[0].numel()
@@ -360,7 +413,8 @@ class CorrDiff(Codec):
                     raise BitstreamError(f"{self.name} streams carry no gamma values")
                 if self.mode == "diffusion-only" and steps < 1:
                     raise BitstreamError("a diffusion decode needs at least one step")
-            images, _ = self._run(model, y_hat, (h, w), steps, layout, precision, gammas=gammas)
+            seeds = [_noise_seed(parsed[i][5]) for i in idx]
+            images, _ = self._run(model, y_hat, seeds, (h, w), steps, layout, precision, gammas=gammas)
             images = _to_unit(images)
             for j, i in enumerate(idx):
                 out[i] = images[j]
@@ -378,6 +432,11 @@ class CorrDiffE2E(CorrDiff):
     description = "CorrDiff ablation: same checkpoint and ŷ stream, decoded by the privileged e2e decoder D(ŷ) only"
     wants_gpu = False
     mode = "e2e"
+
+
+def _noise_seed(y_string: bytes) -> int:
+    """The initial-noise seed of an image: CRC32 of its y string (known to both ends)."""
+    return zlib.crc32(y_string) & 0x7FFFFFFF
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:
