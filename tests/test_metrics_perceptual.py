@@ -243,7 +243,7 @@ def test_lpips_and_dists_equal_reference_packages(random_backbones, photo):
     assert ours == pytest.approx(reference, rel=1e-6, abs=1e-7)
 
 
-def test_gpu_is_used_when_present(monkeypatch):
+def test_gpu_is_used_when_present(empty_hub, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for name in ("lpips", "dists", "fid", "kid", "gmsd"):
         assert get_metric(name).device.type == "cuda"
