@@ -7,6 +7,7 @@ calibration layers ship inside the ``lpips`` wheel (``lpips/weights/v0.1/<net>.p
 
 from __future__ import annotations
 
+import math
 import types
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,8 @@ from rdp_bench.metrics.weights import (
 )
 
 TORCHVISION_ARCH = {"alex": "alexnet", "vgg": "vgg16"}
+#: AlexNet's stride-4 stem and pools leave nothing of smaller images
+MIN_SIDE = 32
 
 
 def lpips_linear_weights(net: str) -> Path:
@@ -54,7 +57,7 @@ def build_lpips(net: str, backbone_path: Path) -> torch.nn.Module:
 class LPIPS(ImageMetric):
     name = "lpips"
     higher_is_better = False
-    description = "LPIPS v0.1, AlexNet (lpips package), inputs in [-1, 1], full image"
+    description = "LPIPS v0.1, AlexNet (lpips package), inputs in [-1, 1], full image; NaN under 32 px"
     net: ClassVar[str] = "alex"
     backbone: ClassVar[WeightsSpec] = ALEXNET
 
@@ -79,6 +82,8 @@ class LPIPS(ImageMetric):
         return self._model
 
     def compute(self, reference: torch.Tensor, reconstruction: torch.Tensor) -> float:
+        if min(reference.shape[-2:]) < MIN_SIDE:
+            return math.nan
         ref = reference[None].float().to(self.device) * 2 - 1
         rec = reconstruction[None].float().to(self.device) * 2 - 1
         with torch.no_grad():
