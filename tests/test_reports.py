@@ -285,7 +285,7 @@ def test_report_metric_directions_na_reasons_and_dp_plane(tmp_path):
     from rdp_bench.reports.report import make_report
 
     run = _synthetic_run(tmp_path / "synthetic")
-    rep = make_report([run], tmp_path / "report", anchor="alpha", grid_images=0)
+    rep = make_report([run], tmp_path / "report", anchor="alpha", grid_images=0, sizes=("screen",))
     rate = {t.kind: t for t in rep.tables}["rate"]
     assert rate.cells[("beta", "psnr")].value == pytest.approx(-20.0, abs=0.5)
     assert rate.cells[("beta", "fid")].value == pytest.approx(-20.0, abs=1e-6)  # lower FID, negated correctly

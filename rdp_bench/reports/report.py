@@ -24,7 +24,8 @@ class ReportFiles:
 
 def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: str = "akima", latex: bool = False,
                 log_x: bool = False, grid_images: int = 3, grid_bpp: float | None = None,
-                codecs: list[str] | None = None, title: str | None = None) -> ReportFiles:
+                codecs: list[str] | None = None, title: str | None = None,
+                sizes: tuple[str, ...] = ("paper", "screen")) -> ReportFiles:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -54,7 +55,7 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: st
             path.write_text(to_latex(t), encoding="utf-8")
             files.append(path)
 
-    figures = plot_metrics(agg, out / "figures", anchor=anchor, log_x=log_x)
+    figures = plot_metrics(agg, out / "figures", anchor=anchor, log_x=log_x, sizes=sizes)
     files += [p for paths in figures.values() for p in paths]
     grid = build_grid(agg, n_images=grid_images, target_bpp=grid_bpp) if grid_images > 0 else None
     html_path = write_html(out / "report.html", agg, tables, figures, anchor, method, grid,
