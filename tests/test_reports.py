@@ -291,7 +291,8 @@ def test_report_metric_directions_na_reasons_and_dp_plane(tmp_path):
     assert rate.cells[("beta", "fid")].value == pytest.approx(-20.0, abs=1e-6)  # lower FID, negated correctly
     assert not rate.cells[("beta", "lpips")].ok and "weights missing (test)" in rate.cells[("beta", "lpips")].reason
     md = (tmp_path / "report" / "bd_tables.md").read_text()
-    assert "n/a (LPIPS unavailable for alpha: weights missing (test))" in md and "**-20.00%**" in md
+    assert "n/a (LPIPS unavailable for alpha: weights missing)" in md and "**-20.00%**" in md
+    assert "n/a: LPIPS unavailable for alpha: weights missing (test)" in md  # the full reason under the table
     quality = {t.kind: t for t in rep.tables}["quality"]
     assert quality.cells[("beta", "fid")].value < 0 and quality.cells[("beta", "psnr")].value > 0
     assert (tmp_path / "report" / "figures" / "dp_plane_screen.png").stat().st_size > 5000

@@ -131,13 +131,19 @@ class BDTable:
     def format(self, codec: str, metric: str) -> str:
         cell = self.cells[(codec, metric)]
         if not cell.ok:
-            return f"n/a ({cell.reason})"
+            return f"n/a ({short_reason(cell.reason)})"
         text = f"{cell.value:+.2f}%" if self.kind == "rate" else _fmt_quality(metric, cell.value)
         if cell.notes:
             text += " ⚠"
         if cell.dropped:
             text += " †"
         return text
+
+
+def short_reason(reason: str, limit: int = 70) -> str:
+    """First two clauses of a reason, for a table cell; the full text goes under the table."""
+    short = ": ".join(reason.split(": ")[:2]).split(" (")[0]
+    return short if len(short) <= limit else short[: limit - 1] + "…"
 
 
 def _fmt_quality(metric: str, value: float) -> str:
@@ -192,6 +198,8 @@ def _legend(table: BDTable) -> list[str]:
                      "the value describes the overlapping part only.")
     for (codec, metric), cell in table.cells.items():
         lines += [f"⚠ {codec} / {metric_spec(metric).label}: {note}" for note in cell.notes]
+    full = [c.reason for c in table.cells.values() if not c.ok and short_reason(c.reason) != c.reason]
+    lines += [f"n/a: {r}" for r in dict.fromkeys(full)]
     if any(c.dropped for c in table.cells.values()):
         lines.append("† non-monotonic points (more bits, no better quality) were dropped before interpolation.")
     lines.append("Best codec per column in bold.")
