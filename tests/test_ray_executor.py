@@ -1,17 +1,17 @@
 """The Ray executor against a real local Ray cluster (one per module: startup is slow on 2 cores).
 
-The cluster runs on 127.0.0.1 with 2 CPUs. Every worker installs ``arm_worker_kill`` at start-up
-(Ray's worker_process_setup_hook): when the marker file exists, the first worker to finish a task
-removes it and SIGKILLs itself before returning its results, which is exactly the "worker died
-mid-run" case Ray must retry.
+The cluster runs on 127.0.0.1 with 2 CPUs. The worker-death test runs ``ray_worker_hooks.KillingRayExecutor``:
+when the marker file exists, the first worker to finish a task SIGKILLs itself before returning its
+results, which is exactly the "worker died mid-run" case Ray must retry.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
-import signal
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,38 +21,18 @@ ray = pytest.importorskip("ray")
 
 from typer.testing import CliRunner  # noqa: E402
 
+from rdp_bench.bench.executors import EXECUTORS  # noqa: E402
 from rdp_bench.bench.runner import RunConfig, run_benchmark  # noqa: E402
 from rdp_bench.cli import app  # noqa: E402
 from rdp_bench.codecs import codec_availability, list_codecs  # noqa: E402
 from rdp_bench.metrics import list_metrics, metric_availability  # noqa: E402
 
-KILL_MARKER_ENV = "RDP_BENCH_TEST_KILL_MARKER"
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_worker_hooks import KILL_MARKER_ENV  # noqa: E402
+
 #: columns that legitimately differ between executors (wall-clock times, which device ran it)
 VOLATILE = {"encoding_time", "decoding_time", "device"}
 KEY = ["codec", "checkpoint", "rate_label", "image_sha256"]
-
-
-def arm_worker_kill() -> None:
-    """Runs in each Ray worker process at start-up (see the module docstring)."""
-    import rdp_bench.bench.ray_executor as ray_executor
-
-    original = ray_executor.run_task
-
-    def run_task_then_maybe_die(task, bitstream_root, cache=None):
-        results = original(task, bitstream_root, cache)
-        marker = os.environ.get(KILL_MARKER_ENV)
-        if marker:
-            try:
-                os.unlink(marker)  # only one worker can win this
-            except FileNotFoundError:
-                pass
-            else:
-                with open(marker + ".killed", "a") as f:
-                    f.write(f"{os.getpid()} {task.codec} {task.rate_label} {len(task.items)}\n")
-                os.kill(os.getpid(), signal.SIGKILL)
-        return results
-
-    ray_executor.run_task = run_task_then_maybe_die
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +42,7 @@ def cluster(tmp_path_factory):
     # workers inherit the environment of the processes ray.init starts
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), saved["PYTHONPATH"]) if p)
     os.environ[KILL_MARKER_ENV] = str(marker)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
-             runtime_env={"worker_process_setup_hook": "test_ray_executor.arm_worker_kill"})
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
     try:
         yield marker
     finally:
@@ -124,26 +103,39 @@ def assert_same_results(a: Path, b: Path) -> None:
             assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-6)
 
 
-def test_ray_run_equals_local_run(cluster, crops, tmp_path):
-    codecs = ["jpeg", *_extra_codecs()]
-    metrics = ["psnr", "ms-ssim", *_extra_metrics()]
-    local = RunConfig(codecs=codecs, dataset=crops, out=tmp_path / "local", rates=["0", "-1"],
-                      metrics=metrics, batch_size=2, progress=False)
-    run_benchmark(local)
-    # the Ray side goes through the CLI, joining the cluster this process is connected to
-    res = CliRunner().invoke(app, ["run", "--codec", ",".join(codecs), "--dataset", crops,
-                                   "--rate", "0,-1", "--metrics", ",".join(metrics), "--batch-size", "2",
-                                   "--executor", "ray", "--out", str(tmp_path / "ray"), "--quiet"])
+def _run_both(crops: str, tmp_path: Path, codecs: list[str], metrics: list[str], rates: list[str],
+              limit: int | None = None, batch_size: int = 1) -> None:
+    """The same sweep locally (RunConfig) and on Ray (through the CLI, joining this process's cluster)."""
+    run_benchmark(RunConfig(codecs=codecs, dataset=crops, out=tmp_path / "local", rates=rates, metrics=metrics,
+                            limit=limit, batch_size=batch_size, progress=False))
+    args = ["run", "--codec", ",".join(codecs), "--dataset", crops, "--rate", ",".join(rates),
+            "--metrics", ",".join(metrics), "--batch-size", str(batch_size), "--executor", "ray",
+            "--out", str(tmp_path / "ray"), "--quiet"]
+    res = CliRunner().invoke(app, args + (["--limit", str(limit)] if limit else []))
     assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]["executor"] == "ray"
     assert_same_results(tmp_path / "local", tmp_path / "ray")
-    prov = __import__("json").loads((tmp_path / "ray" / "provenance.json").read_text())["runs"][-1]
-    assert prov["executor"] == "ray"
 
 
-def test_killed_worker_is_retried_without_loss_or_duplicates(cluster, crops, tmp_path):
+def test_ray_run_equals_local_run(cluster, crops, tmp_path):
+    _run_both(crops, tmp_path, ["jpeg", *_extra_codecs()], ["psnr", "ms-ssim"], ["0", "-1"], batch_size=2)
+
+
+def test_fid_kid_from_shards_equal_local(cluster, crops, tmp_path):
+    metrics = _extra_metrics()
+    if not metrics:
+        pytest.skip("FID/KID are not available here")
+    # batch size 1: each image is its own task, so the partials come from different workers
+    _run_both(crops, tmp_path, ["jpeg"], ["psnr", *metrics], ["q20"], limit=2)
+    table = pd.read_csv(tmp_path / "ray" / "dataset_metrics.csv")
+    assert set(table["metric"]) == set(metrics) and table["value"].notna().all()
+
+
+def test_killed_worker_is_retried_without_loss_or_duplicates(cluster, crops, tmp_path, monkeypatch):
+    monkeypatch.setitem(EXECUTORS, "ray-kill-once", "ray_worker_hooks:KillingRayExecutor")
     cluster.write_text("armed")
     cfg = RunConfig(codecs=["jpeg"], dataset=crops, out=tmp_path / "ray", rates=["q10", "q55"],
-                    progress=False, executor="ray", executor_options={"max_retries": 2})
+                    progress=False, executor="ray-kill-once", executor_options={"max_retries": 2})
     run_benchmark(cfg)
     killed = Path(str(cluster) + ".killed")
     assert not cluster.exists() and killed.exists(), "no worker was killed: the test proved nothing"
@@ -183,6 +175,6 @@ def test_corrupt_stored_bitstream_fails_clearly_and_keeps_the_rest(cluster, crop
     victim.write_bytes(victim.read_bytes()[:-7])
     with pytest.raises(BitstreamError):
         run_benchmark(RunConfig(metrics=["psnr", "ms-ssim"], **base))
-    table = [r for r in __import__("json").loads("[" + ",".join((out / "rows.jsonl").read_text().splitlines()) + "]")
+    table = [r for r in json.loads("[" + ",".join((out / "rows.jsonl").read_text().splitlines()) + "]")
              if "ms-ssim" in r]
     assert len(table) == 2  # the two healthy items were measured and committed
