@@ -184,14 +184,16 @@ def train_hific_cmd(
 
 @train_app.command("corrdiff")
 def train_corrdiff_cmd(
-    lambdas: str = typer.Option("0.04,0.016,0.0064,0.0025", "--lambdas", help="Rate weights λ (as CDC's, so rates line up)."),
+    lambdas: str = typer.Option("0.4,0.2,0.1,0.05", "--lambdas", help="Rate weights λ (distortions are MSE on [-1,1] images)."),
     cdc_dir: Optional[Path] = typer.Option(None, "--cdc-dir", help="Phase-1 CDC checkpoints (default rdp_bench/weights/cdc)."),
     e2e_minutes: float = typer.Option(1.5, "--e2e-minutes", help="CPU minutes per λ: warm-up of the e2e decoder alone."),
     joint_minutes: float = typer.Option(4.0, "--joint-minutes", help="CPU minutes per λ: joint training on the corrected reconstruction."),
     train_steps: int = typer.Option(2, "--train-steps", help="DDIM steps of the corrected reconstruction during training."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
-    crop: int = typer.Option(64, "--crop"),
-    batch: int = typer.Option(4, "--batch"),
+    crop: int = typer.Option(128, "--crop", help="Crop size of the joint phase."),
+    batch: int = typer.Option(2, "--batch"),
+    e2e_crop: int = typer.Option(256, "--e2e-crop", help="Crop size of the autoencoder warm-up (large: the hyperprior must see interiors)."),
+    e2e_batch: int = typer.Option(2, "--e2e-batch"),
     threads: int = typer.Option(1, "--threads"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default rdp_bench/weights/corrdiff)."),
 ) -> None:
@@ -202,7 +204,7 @@ def train_corrdiff_cmd(
     paths = train_all(tuple(float(v) for v in _split(lambdas)), out or WEIGHTS_DIR, cdc_dir or CDC_WEIGHTS_DIR,
                       log=lambda m: console.print(m, highlight=False), minutes_d=e2e_minutes,
                       minutes_joint=joint_minutes, train_steps=train_steps, max_steps=max_steps, crop=crop,
-                      batch=batch, threads=threads)
+                      batch=batch, crop_d=e2e_crop, batch_d=e2e_batch, threads=threads)
     for path in paths:
         console.print(f"wrote {path}")
 

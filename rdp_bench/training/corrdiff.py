@@ -116,8 +116,8 @@ class _Budget:
 
 
 def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, rate_weight: float | None = None,
-                 minutes_d: float = 1.5, minutes_joint: float = 2.5, crop_d: int = 128, batch_d: int = 4,
-                 crop: int = 64, batch: int = 4, train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3,
+                 minutes_d: float = 1.5, minutes_joint: float = 2.5, crop_d: int = 256, batch_d: int = 2,
+                 crop: int = 128, batch: int = 2, train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3,
                  corr_weight: float = 1.0, e2e_weight: float = 1.0, perceptual_weight: float = 0.1, seed: int = 0,
                  threads: int = 1, wall_factor: float = 3.0, max_steps: int | None = None,
                  log: Callable[[str], None] = print) -> Path:
