@@ -255,9 +255,11 @@ class CDC(_CDCBase):
         return Availability(True)
 
     def rate_points(self) -> list[RatePoint]:
-        return [RatePoint(f"lambda{float(m['lambda']):g}", {"lambda": float(m["lambda"]), "file": m["file"],
-                                                              "sha256": m["sha256"]})
-                for m in _tiny_manifests(self._dir())]
+        if getattr(self, "_points", None) is None:  # read the manifests once per instance
+            self._points = [RatePoint(f"lambda{float(m['lambda']):g}",
+                                      {"lambda": float(m["lambda"]), "file": m["file"], "sha256": m["sha256"]})
+                            for m in _tiny_manifests(self._dir())]
+        return list(self._points)
 
     def _weights_sha256(self, rate_point: RatePoint) -> str:
         return rate_point.params["sha256"]
