@@ -57,6 +57,10 @@ def load_phase1(path: Path) -> tuple[CorrDiffModel, dict[str, Any]]:
 
     path = Path(path)
     manifest = read_manifest(path)
+    if manifest.get("codec") == "corrdiff":  # continue from a CorrDiff checkpoint (chained rate points)
+        model = CorrDiffModel.from_config(manifest["config"])
+        model.load_shipped(load_state_dict(path))
+        return model, {"file": path.name, "sha256": file_sha256(path), "manifest": manifest}
     config = CDCConfig.from_dict(manifest.get("config") or manifest["architecture"])
     model = CorrDiffModel(config)
     state = extract_ema_state_dict(load_state_dict(path))
@@ -201,9 +205,13 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
     model.eval()
     wall = time.time() - start
     cpu = budget_d.cpu_minutes + budget_j.cpu_minutes
+    earlier = (origin["manifest"].get("training", {}).get("cpu_minutes_phase2_cumulative", 0.0)
+               if origin["manifest"].get("codec") == "corrdiff" else 0.0)
     final = history["joint"][-1] if history["joint"] else {}
     info = {
-        "phase1": {"file": origin["file"], "sha256": origin["sha256"], "lambda": phase1_weight,
+        "started_from": {"file": origin["file"], "sha256": origin["sha256"], "codec": origin["manifest"].get("codec")},
+        "phase1": origin["manifest"]["phase1"] if origin["manifest"].get("codec") == "corrdiff" else {
+                   "file": origin["file"], "sha256": origin["sha256"], "lambda": phase1_weight,
                    "phase": origin["manifest"].get("phase"), "steps": origin["manifest"].get("total_steps_including_parents"),
                    "cpu_minutes": origin["manifest"].get("total_cpu_minutes_including_parents"),
                    "note": origin["manifest"].get("note", "")},
@@ -222,12 +230,13 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
                               "perceptual_weight": perceptual_weight,
                               "gamma_in_training": "closed-form MSE gamma per step, float16-quantized, no gradient"},
             "perceptual_term": "MS-SSIM (SSIM for crops < 161 px, i.e. here) -- LPIPS weights unavailable offline",
-            "wall_seconds": round(wall, 1), "cpu_minutes_phase2": round(cpu, 2), "threads": threads, "device": "cpu",
+            "wall_seconds": round(wall, 1), "cpu_minutes_phase2": round(cpu, 2),
+            "cpu_minutes_phase2_cumulative": round(earlier + cpu, 2), "threads": threads, "device": "cpu",
             "final": final, "history": history,
         },
         "note": (f"Tiny CPU-trained model: phase 2 ran {wall / 60:.1f} wall minutes ({cpu:.1f} CPU minutes, "
-                 f"{threads} thread) on a heavily shared CPU, on top of the tiny CDC phase-1 checkpoint "
-                 f"{origin['file']} ({origin['manifest'].get('total_cpu_minutes_including_parents', '?')} CPU minutes). "
+                 f"{threads} thread; {earlier + cpu:.1f} CPU minutes including the chained earlier rate points) on a "
+                 f"heavily shared CPU, starting from {origin['file']}. "
                  "Far below the paper's training; for pipeline and ablation demonstration, not for quality claims."),
     }
     path = save_corrdiff_checkpoint(model, out_dir, label, rate_weight, info)
@@ -256,11 +265,18 @@ def pick_phase1(rate_weight: float, cdc_dir: Path = CDC_WEIGHTS_DIR) -> Path:
 
 
 def train_all(rate_weights: tuple[float, ...], out_dir: Path = WEIGHTS_DIR, cdc_dir: Path = CDC_WEIGHTS_DIR,
-              log: Callable[[str], None] = print, **kwargs: Any) -> list[Path]:
-    """One phase-2 run per rate weight, each from the best-matching CDC checkpoint."""
-    written = []
-    for lam in rate_weights:
-        phase1 = pick_phase1(lam, cdc_dir)
-        log(f"phase 2 at lambda={lam} from {phase1.name}")
-        written.append(train_phase2(phase1, out_dir, rate_weight=lam, log=log, **kwargs))
+              chain: bool = True, log: Callable[[str], None] = print, **kwargs: Any) -> list[Path]:
+    """One phase-2 run per rate weight.
+
+    ``chain`` (default): the rate weights run from small to large λ (high to low rate); the first starts
+    from the best-matching CDC checkpoint, each later one from the CorrDiff model just written, so
+    every rate point accumulates all earlier training (and the latent, opened at high rate, is only
+    pruned, never asked to open against a large λ). Otherwise each starts from its CDC checkpoint.
+    """
+    written: list[Path] = []
+    order = sorted(rate_weights) if chain else list(rate_weights)
+    for lam in order:
+        start = written[-1] if (chain and written) else pick_phase1(lam, cdc_dir)
+        log(f"phase 2 at lambda={lam} from {start.name}")
+        written.append(train_phase2(start, out_dir, rate_weight=lam, log=log, **kwargs))
     return written
