@@ -21,7 +21,7 @@ import torch
 
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict
-from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, config_from_state_dict
+from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, config_from_state_dict
 from rdp_bench.container import Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hific"
@@ -36,6 +36,17 @@ def bundled_checkpoints(weights_dir: Path = WEIGHTS_DIR) -> list[tuple[Path, dic
         if weights.is_file() and "target_bpp" in manifest:
             found.append((weights, manifest))
     return sorted(found, key=lambda item: item[1]["target_bpp"])
+
+
+def model_config(path: Path, state: dict[str, torch.Tensor]) -> HiFiCConfig:
+    """The architecture from the checkpoint's manifest when it has one (it records the norm kind),
+    else inferred from the state dict with HiFiC's ChannelNorm (upstream files)."""
+    manifest = Path(path).with_suffix(".json")
+    if manifest.is_file():
+        config = json.loads(manifest.read_text()).get("architecture", {}).get("config")
+        if config:
+            return HiFiCConfig.from_dict(config)
+    return config_from_state_dict(state)
 
 
 class HiFiCFamily(Codec):
@@ -66,7 +77,7 @@ class HiFiCFamily(Codec):
                 raise CodecUnavailable(f"{self.name}: checkpoint {path} not found")
             self.on_load(rate_point, path)
             state = load_state_dict(path, expected_sha256=self.expected_sha256(rate_point))
-            model = HiFiCAutoencoder(config_from_state_dict(state))
+            model = HiFiCAutoencoder(model_config(path, state))
             model.load_state_dict(state)
             model.eval()
             # the synthesis/analysis transforms may run on the GPU; the hyper path always runs on CPU
