@@ -321,7 +321,9 @@ def check(
     for col in ("codec", "rate", "check", "baseline", "new", "change", "tolerance", "status"):
         table.add_column(col)
     for r in result.rows:
-        table.add_row(r.codec, r.rate, r.check, r.baseline, r.new, r.change, r.tolerance,
+        from rich.markup import escape  # "[dB]" is text here, not a style tag
+
+        table.add_row(*(escape(v) for v in (r.codec, r.rate, r.check, r.baseline, r.new, r.change, r.tolerance)),
                       f"[{colours.get(r.status, '')}]{r.status}[/]")
     Console(width=max(console.width, 150)).print(table)  # CI logs are not terminals: don't wrap at 80
     for note in result.notes:
