@@ -143,7 +143,8 @@ def run_check(new_dir: str | Path, baseline_dir: str | Path, tol: Tolerances = T
                 word = "drop" if spec.higher_is_better else "rise"
                 unit = f" {spec.unit}" if spec.unit else ""
                 result.rows.append(CheckRow(codec, lab, f"{spec.label}{' [dB]' if m == 'ms-ssim' else ''}", _fmt(m, bv),
-                                            _fmt(m, nv), f"{nv - bv:+.4f}", f"{word} ≤ {limit:g}{unit}",
+                                            _fmt(m, nv), f"{(nv - bv) + 0.0:+.4f}".replace("-0.0000", "+0.0000"),
+                                            f"{word} ≤ {limit:g}{unit}",
                                             "FAIL" if worse > limit + 1e-12 else "ok"))
         # BD-rate of the new curve against the baseline's, on the same rate points
         bsub = bpts[bpts["rate_label"].isin(shared)]
