@@ -21,8 +21,9 @@ Codec variants (same checkpoints, same ŷ bitstream; only the γ block differs):
 
 Options (constructor keywords, also ``codec_options`` of a run):
 
-* ``steps`` (default 8, the paper's N; η = 0): DDIM steps, written in the payload, so the decoder
-  needs no option.
+* ``steps`` (η = 0): DDIM steps N, written in the payload, so the decoder needs no option. Default 8
+  (the paper's N) on GPU and 2 on CPU, where each step is a full-size UNet pass at *both* ends (the
+  encoder runs the trajectory to choose γ); ``steps=8`` gives the paper's setting on CPU too.
 * ``gamma_granularity``: ``scalar`` (paper: one γ per step), ``channel`` (3 per step) or ``tile``
   (one per ``gamma_tile`` x ``gamma_tile`` block, default 64 px).
 * ``gamma_precision``: ``float16`` (paper), ``bfloat16`` or ``uint8`` (uniform, step 1/128 on
@@ -78,7 +79,10 @@ NOISE_SCALE = 0.8
 #: images per UNet batch are limited so that batch x H x W stays under this (GPU memory)
 MAX_BATCH_PIXELS = 8 * 512 * 768
 PAYLOAD_VERSION = 1
-DEFAULT_STEPS = 8
+DEFAULT_STEPS = 8  # the paper's N, used on GPU
+#: default N on CPU, where every step is a full UNet pass at image size on both ends (keeps the
+#: README's main job at a few minutes; pass ``steps=8`` for the paper's setting)
+CPU_DEFAULT_STEPS = 2
 MAX_STEPS = 255
 #: version, steps, granularity id, precision id, tile size
 _HEADER = struct.Struct(">BBBBH")
@@ -196,7 +200,8 @@ class CorrDiff(Codec):
                  perceptual_weight: float = 0.1, weights_dir: str | Path | None = None, amp: str | None = None,
                  max_batch_pixels: int = MAX_BATCH_PIXELS, **options: Any) -> None:
         super().__init__(device, **options)
-        steps = DEFAULT_STEPS if steps is None else steps
+        if steps is None:
+            steps = DEFAULT_STEPS if self.device.type == "cuda" else CPU_DEFAULT_STEPS
         if not 1 <= int(steps) <= MAX_STEPS:
             raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
         if gamma_solver not in ("mse", "mse+msssim"):
