@@ -6,10 +6,11 @@ register in ``EXECUTORS``.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
-from rdp_bench.bench.tasks import BatchTask, InstanceCache, ItemResult, run_task
+from rdp_bench.bench.tasks import BatchTask, InstanceCache, ItemResult, load_task_images, run_task
 
 
 class Executor(Protocol):
@@ -26,8 +27,18 @@ class LocalExecutor:
         self.cache = InstanceCache()
 
     def run(self, tasks: Iterable[BatchTask], bitstream_root: Path) -> Iterator[tuple[BatchTask, list[ItemResult]]]:
-        for task in tasks:
-            yield task, run_task(task, bitstream_root, self.cache)
+        # a thread decodes the next task's PNGs while this one runs (PIL releases the GIL); at most
+        # two tasks' images are in memory
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rdp-bench-prefetch") as pool:
+            queue = iter(tasks)
+            task = next(queue, None)
+            loading = pool.submit(load_task_images, task) if task is not None else None
+            while task is not None:
+                images = loading.result()
+                upcoming = next(queue, None)
+                loading = pool.submit(load_task_images, upcoming) if upcoming is not None else None
+                yield task, run_task(task, bitstream_root, self.cache, originals=images)
+                task = upcoming
 
 
 EXECUTORS: dict[str, str] = {

@@ -89,13 +89,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None = None) -> list[ItemResult]:
-    """Encode (or reuse), write to disk, decode from disk, and measure every item of one batch."""
+def load_task_images(task: BatchTask) -> list[np.ndarray]:
+    """The task's images as uint8 HxWx3 arrays, in item order."""
+    return [load_image_uint8(item.path) for item in task.items]
+
+
+def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None = None,
+             originals: list[np.ndarray] | None = None) -> list[ItemResult]:
+    """Encode (or reuse), write to disk, decode from disk, and measure every item of one batch.
+
+    ``originals``: the images from ``load_task_images(task)`` when the caller loaded them ahead of time.
+    """
     cache = cache or _DEFAULT_CACHE
     codec = cache.codec(task)
     point = codec.rate_point(task.rate_label)
     rate_id = codec.rate_id(point)
-    originals = [load_image_uint8(item.path) for item in task.items]
+    originals = load_task_images(task) if originals is None else originals
     images = [uint8_to_tensor(a) for a in originals]
     bitstream_root = Path(bitstream_root)
 
