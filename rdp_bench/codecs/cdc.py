@@ -89,6 +89,20 @@ def _hub_sha256(url: str, timeout: float = 10.0) -> str:
     return etag
 
 
+_HUB_PROBES: dict[str, str] = {}
+
+
+def _hub_problem(filename: str) -> str:
+    """'' when the Hub answers for ``filename`` with a sha256, else why not (probed once per process)."""
+    if filename not in _HUB_PROBES:
+        try:
+            _hub_sha256(HF_URL.format(name=filename), timeout=3.0)
+            _HUB_PROBES[filename] = ""
+        except Exception as exc:  # offline, DNS failure, no sha256 published, ...
+            _HUB_PROBES[filename] = f"{type(exc).__name__}: {exc}"
+    return _HUB_PROBES[filename]
+
+
 class _Loaded:
     """A model on the codec's device, its CPU coder, and the weights' identity."""
 
@@ -301,10 +315,12 @@ class CDCOfficial(_CDCBase):
         if any(cls.find(f) for f in cls.files()):
             return Availability(True)
         where = official_search_dirs()[-1]
+        put = f"put {', '.join(cls.files())} (from {HF_URL.format(name='')}) in {where} or ${CDC_DIR_ENV}"
         if not _downloads_allowed():
-            return Availability(False, f"official CDC weights not found and downloads are off ({OFFLINE_ENV}); "
-                                       f"put {', '.join(cls.files())} (from {HF_URL.format(name='')}) in {where} "
-                                       f"or ${CDC_DIR_ENV}")
+            return Availability(False, f"official CDC weights not found and downloads are off ({OFFLINE_ENV}); {put}")
+        problem = _hub_problem(cls.files()[0])
+        if problem:
+            return Availability(False, f"official CDC weights not found and the Hub is unreachable ({problem}); {put}")
         return Availability(True)
 
     def rate_points(self) -> list[RatePoint]:
