@@ -184,7 +184,8 @@ def train_hific_cmd(
 
 @train_app.command("corrdiff")
 def train_corrdiff_cmd(
-    lambdas: str = typer.Option("0.4,0.2,0.1,0.05", "--lambdas", help="Rate weights λ (distortions are MSE on [-1,1] images)."),
+    lambdas: str = typer.Option("0.05,0.025,0.0125,0.006", "--lambdas", help="Rate weights λ, trained in this order, each from the previous (distortions: MSE on [-1,1] images)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start the first λ from this CorrDiff or CDC checkpoint (default: the CDC checkpoint of that λ, else CDC's base)."),
     cdc_dir: Optional[Path] = typer.Option(None, "--cdc-dir", help="Phase-1 CDC checkpoints (default rdp_bench/weights/cdc)."),
     e2e_minutes: float = typer.Option(1.5, "--e2e-minutes", help="CPU minutes per λ: warm-up of the e2e decoder alone."),
     joint_minutes: float = typer.Option(4.0, "--joint-minutes", help="CPU minutes per λ: joint training on the corrected reconstruction."),
@@ -204,7 +205,7 @@ def train_corrdiff_cmd(
     paths = train_all(tuple(float(v) for v in _split(lambdas)), out or WEIGHTS_DIR, cdc_dir or CDC_WEIGHTS_DIR,
                       log=lambda m: console.print(m, highlight=False), minutes_d=e2e_minutes,
                       minutes_joint=joint_minutes, train_steps=train_steps, max_steps=max_steps, crop=crop,
-                      batch=batch, crop_d=e2e_crop, batch_d=e2e_batch, threads=threads)
+                      batch=batch, crop_d=e2e_crop, batch_d=e2e_batch, threads=threads, init=init)
     for path in paths:
         console.print(f"wrote {path}")
 

@@ -265,18 +265,22 @@ def pick_phase1(rate_weight: float, cdc_dir: Path = CDC_WEIGHTS_DIR) -> Path:
 
 
 def train_all(rate_weights: tuple[float, ...], out_dir: Path = WEIGHTS_DIR, cdc_dir: Path = CDC_WEIGHTS_DIR,
-              chain: bool = True, log: Callable[[str], None] = print, **kwargs: Any) -> list[Path]:
-    """One phase-2 run per rate weight.
+              chain: bool = True, init: Path | None = None, log: Callable[[str], None] = print,
+              **kwargs: Any) -> list[Path]:
+    """One phase-2 run per rate weight, in the order given.
 
-    ``chain`` (default): the rate weights run from small to large λ (high to low rate); the first starts
-    from the best-matching CDC checkpoint, each later one from the CorrDiff model just written, so
-    every rate point accumulates all earlier training (and the latent, opened at high rate, is only
-    pruned, never asked to open against a large λ). Otherwise each starts from its CDC checkpoint.
+    ``chain`` (default): the first starts from ``init`` (a CorrDiff or CDC checkpoint) or else the
+    best-matching CDC checkpoint, each later one from the CorrDiff model just written, so every rate
+    point accumulates all earlier training. Otherwise each starts from its CDC checkpoint.
     """
     written: list[Path] = []
-    order = sorted(rate_weights) if chain else list(rate_weights)
-    for lam in order:
-        start = written[-1] if (chain and written) else pick_phase1(lam, cdc_dir)
+    for lam in rate_weights:
+        if chain and written:
+            start = written[-1]
+        elif chain and init is not None:
+            start = Path(init)
+        else:
+            start = pick_phase1(lam, cdc_dir)
         log(f"phase 2 at lambda={lam} from {start.name}")
         written.append(train_phase2(start, out_dir, rate_weight=lam, log=log, **kwargs))
     return written
