@@ -230,7 +230,8 @@ class CorrDiff(Codec):
         return Availability(True)
 
     def rate_points(self) -> list[RatePoint]:
-        return [RatePoint(m["label"], {"manifest": m["_path"]}) for m in _manifests(self.weights_dir)]
+        return [RatePoint(m["label"], {"rate_weight": m["rate_weight"], "file": m["file"]})
+                for m in _manifests(self.weights_dir)]
 
     def _manifest(self, rate_point: RatePoint) -> dict[str, Any]:
         for m in _manifests(self.weights_dir):
