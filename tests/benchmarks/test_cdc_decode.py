@@ -8,7 +8,8 @@ Disabled by default (each function runs once as a plain test). Measure with::
         --benchmark-json results/benchmarks/cdc_decode.json
 
 ``extra_info`` holds the batch size, the device, the steps and ``seconds_per_image`` (mean time / batch).
-Times are wall-clock; the machine's load at the time matters (note it).
+Times are wall-clock; the machine's load at the time matters (note it). ``CDC_BENCH_THREADS=1`` pins the
+torch thread count (on an oversubscribed machine two spinning OpenMP threads are much slower than one).
 """
 
 import os
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.skipif(not codec_availability("cdc"), reason="no bundle
 
 @pytest.fixture(scope="module")
 def setup():
+    if os.environ.get("CDC_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["CDC_BENCH_THREADS"]))
     codec = get_codec("cdc", steps=STEPS)
     img = load_image(SAMPLES_DIR / IMAGE)
     crops = [img[:, y : y + CROP, x : x + CROP] for y in (0, CROP) for x in (0, CROP, 2 * CROP, 3 * CROP)]
