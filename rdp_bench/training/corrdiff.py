@@ -110,13 +110,18 @@ class _Budget:
         self.cpu_s, self.wall_s, self.max_steps = minutes * 60 * threads, minutes * 60 * wall_factor, max_steps
         self.cpu0, self.wall0 = time.process_time(), time.time()
 
+        self.cpu_end: float | None = None
+
     def done(self, step: int) -> bool:
-        return (time.process_time() - self.cpu0 > self.cpu_s or time.time() - self.wall0 > self.wall_s
-                or (self.max_steps is not None and step >= self.max_steps))
+        finished = (time.process_time() - self.cpu0 > self.cpu_s or time.time() - self.wall0 > self.wall_s
+                    or (self.max_steps is not None and step >= self.max_steps))
+        if finished and self.cpu_end is None:
+            self.cpu_end = time.process_time()  # freeze: later phases must not count here
+        return finished
 
     @property
     def cpu_minutes(self) -> float:
-        return (time.process_time() - self.cpu0) / 60
+        return ((self.cpu_end if self.cpu_end is not None else time.process_time()) - self.cpu0) / 60
 
 
 def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, rate_weight: float | None = None,
