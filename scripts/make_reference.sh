@@ -4,6 +4,7 @@
 #   scripts/make_reference.sh                 # every codec that can run here, resumable
 #   CODECS=jpeg,bpg FRESH=1 scripts/make_reference.sh
 #   CODEC_TIMEOUT=1200 scripts/make_reference.sh      # seconds per codec; slower codecs are left out
+#   DONE=jpeg,bpg CODECS=hific scripts/make_reference.sh  # add a codec to a finished run folder
 #
 # The full run (with bitstreams) stays in $RUN (git-ignored); only the lean tables, summaries and
 # provenance are copied into results/reference/samples, which `rdp-bench check` uses as its baseline.
@@ -16,6 +17,7 @@ REPORT=${REPORT:-results/reference/report}
 METRICS=${METRICS:-psnr,ms-ssim,lpips,dists,fid,kid}
 ANCHOR=${ANCHOR:-bpg}
 DEVICE=${DEVICE:-cpu}
+DONE=${DONE:-}
 if [ -z "${CODECS:-}" ]; then
   CODECS=$(python - <<'PY'
 from rdp_bench.codecs import codec_availability, list_codecs
@@ -44,6 +46,7 @@ PY
 
 # one codec at a time: a codec that fails (missing weights, a crash) is reported and skipped
 ran=()
+for codec in ${DONE//,/ }; do ran+=("$codec"); done  # DONE: codecs already complete in $RUN, published as they are
 for codec in ${CODECS//,/ }; do
   echo "$(date -u +%T) $codec"
   # a codec over its time budget is left out (its partial rows stay in $RUN for a later resume)
