@@ -89,7 +89,7 @@ def bd(rate_anchor: Sequence[float], quality_anchor: Sequence[float], rate_test:
         fn = bjontegaard.bd_rate if kind == "rate" else bjontegaard.bd_psnr
         value = float(fn(ra, qa, rt, qt, method=method, require_matching_points=False, min_overlap=MIN_OVERLAP))
     # the package warns (and still integrates) below MIN_OVERLAP; keep that as a short note on the cell
-    notes = [f"curves overlap on {overlap:.0%} of their joint {'quality' if kind == 'rate' else 'log-rate'} range "
+    notes = [f"curves overlap on {overlap:.1%} of their joint {'quality' if kind == 'rate' else 'log-rate'} range "
              f"(< {MIN_OVERLAP:.0%})" for w in caught if "overlap" in str(w.message).lower()][:1]
     if kind == "quality":
         value *= sign  # back to the metric's own direction
