@@ -148,7 +148,8 @@ def train_cdc_cmd(
 
     cfg = TrainConfig(lambdas=tuple(float(v) for v in _split(lambdas)), base_lambda=base_lambda,
                       base_minutes=base_minutes, finetune_minutes=finetune_minutes, max_steps=max_steps,
-                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR, lr=lr,
+                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR,
+                      base_out=out or WEIGHTS_DIR, lr=lr,
                       finetune_lr=finetune_lr, max_wall_factor=max_wall_factor)
     for path in train(cfg, log=lambda m: console.print(m, highlight=False)):
         console.print(f"wrote {path}")

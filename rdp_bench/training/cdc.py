@@ -18,7 +18,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +52,8 @@ class TrainConfig:
     base_out: Path = WEIGHTS_DIR
     init: Path | None = None  # start the base phase from this checkpoint (or skip it with base_minutes=0)
     save_every_minutes: float = 5.0
+    #: fraction of the base phase over which λ ramps up from 0 (see ``train_phase``)
+    rate_warmup: float = 0.5
     #: a phase also stops after this many times its budget in wall-clock minutes
     max_wall_factor: float = 4.0
 
@@ -101,6 +103,7 @@ def _manifest(cfg: TrainConfig, model_cfg: CDCConfig, lam: float, phase: str, st
         "total_cpu_minutes_including_parents": round(stats["total_cpu_minutes"], 2),
         "final_losses": stats["final"],
         "ema_decay": cfg.ema_decay,
+        "rate_warmup": cfg.rate_warmup if phase == "base" else 0.0,
         "lr": cfg.lr if phase == "base" else cfg.finetune_lr,
         "device": "cpu, 1 thread" if cfg.threads == 1 else f"cpu, {cfg.threads} threads",
         "note": (f"Trained for {stats['total_minutes']:.1f} wall minutes ({stats['total_cpu_minutes']:.1f} CPU minutes) "
@@ -132,7 +135,11 @@ def train_phase(model: CDCModel, lam: float, minutes: float, lr: float, cfg: Tra
                 or (cfg.max_steps is not None and step >= cfg.max_steps)):
             break
         x = data.sample(cfg.batch) * 2.0 - 1.0
-        loss, parts = model.training_loss(x, lam)
+        # rate warm-up: Adam normalises gradient scale, so even a small λ·bpp term alone drives the
+        # encoder to a zero-information latent before the UNet has learnt to use the context;
+        # ramp λ from 0 over the first ``rate_warmup`` fraction of the phase's CPU budget
+        ramp = 1.0 if cfg.rate_warmup <= 0 else min(1.0, cpu_used / (cfg.rate_warmup * minutes * 60 * cfg.threads))
+        loss, parts = model.training_loss(x, lam * ramp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -203,6 +210,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[Path]:
         student = copy.deepcopy(base_model).train()
         for p in student.parameters():
             p.requires_grad_(True)
-        ema, stats, hist = train_phase(student, lam, cfg.finetune_minutes, cfg.finetune_lr, cfg, data, log=log)
+        ema, stats, hist = train_phase(student, lam, cfg.finetune_minutes, cfg.finetune_lr,
+                                       replace(cfg, rate_warmup=0.0), data, log=log)
         written.append(save(ema, stats, Path(cfg.out) / weight_name(lam), lam, "finetune", base_stats, hist))
     return written
