@@ -1,0 +1,192 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdp_bench.codecs import CodecUnavailable, get_codec
+from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest
+from rdp_bench.codecs.entropy import unpack_strings
+from rdp_bench.codecs.hific import WEIGHTS_DIR, HiFiC, bundled_checkpoints
+from rdp_bench.codecs.hific_arch import ChannelNorm2D, HiFiCAutoencoder, HiFiCConfig, config_from_state_dict
+from rdp_bench.container import BitstreamError, Container
+from rdp_bench.datasets import SAMPLES_DIR
+from rdp_bench.imageio import load_image
+
+FIXTURE = Path(__file__).parent / "fixtures" / "hific_state_dict_shapes.json"
+WEIGHTS = Path(os.environ.get("RDP_BENCH_HIFIC_TEST_WEIGHTS", WEIGHTS_DIR))
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return HiFiC(device="cpu", weights_dir=WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def photo_crop():
+    img = load_image(SAMPLES_DIR / "skimage_coffee.png")  # 3 x 400 x 600
+    return img[:, 37:37 + 301, 11:11 + 355].contiguous()  # odd size, not a multiple of 64
+
+
+def _psnr(a, b):
+    return float(10 * torch.log10(1 / torch.mean((a - b) ** 2)))
+
+
+def test_full_size_state_dict_matches_neuralcompression():
+    expected = json.loads(FIXTURE.read_text())["shapes"]
+    with torch.device("meta"):  # 181 M parameters: shapes only
+        model = HiFiCAutoencoder()
+    actual = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert set(actual) == set(expected)
+    mismatched = {k: (actual[k], v) for k, v in expected.items() if v is not None and actual[k] != v}
+    assert not mismatched
+
+
+def test_tiny_has_the_same_topology():
+    with torch.device("meta"):
+        full, tiny = HiFiCAutoencoder(), HiFiCAutoencoder(HiFiCConfig.tiny())
+    assert set(full.state_dict()) == set(tiny.state_dict())
+    assert config_from_state_dict(tiny.state_dict(), norm="affine") == HiFiCConfig.tiny()
+    assert config_from_state_dict(full.state_dict()) == HiFiCConfig()
+
+
+def test_channel_norm_is_hifics():
+    torch.manual_seed(0)
+    norm = ChannelNorm2D(6)
+    with torch.no_grad():
+        norm.gamma.uniform_(0.5, 2)
+        norm.beta.normal_()
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    mean, var = x.mean(1, keepdim=True), x.var(1, keepdim=True, unbiased=True)
+    assert torch.allclose(norm(x), norm.gamma * (x - mean) / torch.sqrt(var + 1e-3) + norm.beta, atol=1e-5)
+    affine = ChannelNorm2D(6, normalize=False)
+    assert torch.equal(affine(x), x)
+
+
+def test_legacy_compressai_keys_load():
+    """Upstream checkpoints made with older CompressAI name the bottleneck weights ``_matrix0`` ..."""
+    torch.manual_seed(0)
+    src = HiFiCAutoencoder(HiFiCConfig.tiny())
+    legacy = {}
+    for k, v in src.state_dict().items():
+        for new, old in (("matrices.", "_matrix"), ("biases.", "_bias"), ("factors.", "_factor")):
+            if k.startswith(f"hyper_bottleneck.{new}"):
+                k = f"hyper_bottleneck.{old}{k.rsplit('.', 1)[1]}"
+        legacy[k] = v
+    dst = HiFiCAutoencoder(HiFiCConfig.tiny())
+    dst.load_state_dict(legacy)
+    assert torch.equal(dst.hyper_bottleneck.matrices[2], src.hyper_bottleneck.matrices[2])
+
+
+def test_bundled_checkpoints_and_manifests():
+    found = bundled_checkpoints(WEIGHTS)
+    assert len(found) >= 4
+    assert sum(p.stat().st_size for p, _ in found) < 8e6
+    for path, manifest in found:
+        assert manifest["sha256"] == file_sha256(path)
+        assert manifest["cpu_seconds"] > 0 and manifest["steps"] > 0 and "perceptual_term" in manifest["loss"]
+        assert HiFiCConfig.from_dict(manifest["architecture"]["config"]) == HiFiCConfig.tiny()
+
+
+def test_round_trip_through_a_file_on_odd_sizes(codec, photo_crop, tmp_path):
+    point = codec.rate_points()[-1]
+    images = [photo_crop, photo_crop[:, :77, :131].contiguous()]
+    streams = codec.encode(images, point)
+    for i, s in enumerate(streams):
+        (tmp_path / f"{i}.rdpb").write_bytes(s)
+    decoded = codec.decode([(tmp_path / f"{i}.rdpb").read_bytes() for i in range(2)])
+    for img, rec in zip(images, decoded):
+        assert rec.shape == img.shape
+    # carries the image, not just its mean colour (only on the larger crop: the minutes-trained tiny
+    # models reproduce colours of small dark crops poorly)
+    flat = images[0].mean(dim=(1, 2), keepdim=True).expand_as(images[0])
+    assert _psnr(images[0], decoded[0]) > _psnr(images[0], flat) + 2
+    again = codec.decode(streams[:1])
+    assert torch.equal(again[0], decoded[0])
+
+
+def test_real_bpp_close_to_estimate(codec):
+    img = load_image(SAMPLES_DIR / "skimage_coffee.png")
+    for point in (codec.rate_points()[0], codec.rate_points()[-1]):
+        enc = codec.encode_detailed([img], point)[0]
+        h, w = img.shape[1:]
+        real = 8 * len(enc.bitstream) / (h * w)
+        est = enc.extras["bpp_estimated"]
+        coded = sum(len(s) for s in unpack_strings(Container.unpack(enc.bitstream).payload)) * 8 / (h * w)
+        # the range coder codes with the nearest larger table scale, a few percent off the model's estimate
+        assert abs(coded - est) / est < 0.04, (coded, est)
+        assert abs(real - est) / est < 0.06, (real, est)  # plus container and framing overhead
+
+
+def test_rates_span_the_intended_range(codec, photo_crop):
+    bpps = []
+    for point in codec.rate_points():
+        enc = codec.encode_detailed([photo_crop], point)[0]
+        bpps.append(8 * len(enc.bitstream) / (photo_crop.shape[1] * photo_crop.shape[2]))
+    assert bpps == sorted(bpps) and bpps[-1] > 2 * bpps[0]
+
+
+def test_corrupt_payloads_raise_bitstream_error(codec, photo_crop):
+    point = codec.rate_points()[1]
+    stream = codec.encode([photo_crop[:, :64, :96].contiguous()], point)[0]
+    rec = Container.unpack(stream)
+    bad_payloads = [rec.payload[: len(rec.payload) // 2], rec.payload[:-1] + bytes([rec.payload[-1] ^ 1]),
+                    bytes(len(rec.payload)), b""]
+    for payload in bad_payloads:
+        forged = Container(rec.codec, rec.rate_id, rec.height, rec.width, payload).pack()  # valid container CRC
+        with pytest.raises(BitstreamError):
+            codec.decode([forged])
+    with pytest.raises(BitstreamError):
+        codec.decode([stream[:-5]])
+
+
+def test_batch_size_invariance(codec, photo_crop):
+    point = codec.rate_points()[-1]
+    images = [photo_crop[:, i * 20 : i * 20 + 120, :150].contiguous() for i in range(3)]
+    batched = codec.encode(images, point)
+    single = [codec.encode([img], point)[0] for img in images]
+    assert batched == single
+    together = codec.decode(batched)
+    for s, img in zip(single, together):
+        assert torch.equal(codec.decode([s])[0], img)
+
+
+def test_msillm_unavailable_offline(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("RDP_BENCH_MSILLM_DOWNLOAD", raising=False)
+    from rdp_bench.codecs.msillm import MSILLM
+
+    status = MSILLM.availability()
+    assert not status
+    assert "official weights not found" in status.reason and "msillm_target_0.035bpp.ckpt" in status.reason
+    assert str(tmp_path / "hub" / "checkpoints") in status.reason
+    with pytest.raises(CodecUnavailable, match="official weights not found"):
+        get_codec("msillm", device="cpu")
+
+
+def test_msillm_loads_an_upstream_style_checkpoint(monkeypatch, tmp_path, capsys, photo_crop):
+    """A torch.save'd HiFiCAutoencoder state dict (as NeuralCompression ships) loads with weights_only."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    path, _ = bundled_checkpoints(WEIGHTS)[0]
+    ckpt = tmp_path / "hub" / "checkpoints" / "msillm_target_0.14bpp.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(load_state_dict(path), ckpt)
+    codec = get_codec("msillm", device="cpu")
+    assert [p.label for p in codec.rate_points()] == ["quality_3"]
+    img = photo_crop[:, :70, :90].contiguous()
+    out = codec.decode(codec.encode([img], "quality_3"))[0]
+    assert out.shape == img.shape
+    assert "CC-BY-NC 4.0" in capsys.readouterr().err
+
+
+def test_training_smoke(tmp_path):
+    from rdp_bench.training.hific import TrainConfig, train_hific
+
+    cfg = TrainConfig(targets=(0.3,), crop=128, batch=1, max_steps=1, threads=1)
+    paths = train_hific(tmp_path, cfg, log=lambda m: None)
+    manifest = read_manifest(paths[0])
+    assert manifest["target_bpp"] == 0.3 and [p["name"] for p in manifest["phases"]] == ["base", "rate@0.3", "gan@0.3"]
+    assert "ms-ssim" in manifest["loss"]["perceptual_term"] or "lpips" in manifest["loss"]["perceptual_term"]
+    trained = HiFiC(device="cpu", weights_dir=tmp_path)
+    assert [p.label for p in trained.rate_points()] == ["0.3bpp"]
