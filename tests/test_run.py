@@ -87,3 +87,20 @@ def test_list_commands():
 def test_unknown_codec_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["run", "--codec", "nope", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 2 and "unknown codec" in res.output
+
+
+def test_stored_bitstream_from_an_older_rate_point_list_is_encoded_again(tmp_path):
+    from rdp_bench.codecs import get_codec
+    from rdp_bench.container import Container
+
+    cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=tmp_path, limit=1, rates=["q20"],
+                    metrics=["psnr"], progress=False)
+    row = run_benchmark(cfg).rows()[0]
+    path = tmp_path / row["bitstream"]
+    stored = Container.unpack(path.read_bytes())
+    # as if the file was written when q20 had another index in the codec's list of rate points
+    path.write_bytes(Container(stored.codec, 0, stored.height, stored.width, stored.payload).pack())
+    cfg.metrics = ["psnr", "ms-ssim"]  # a new metric makes the harness reuse the stored bitstream
+    run_benchmark(cfg)
+    assert Container.unpack(path.read_bytes()).rate_id == get_codec("jpeg").rate_id(get_codec("jpeg").rate_point("q20"))
+    assert (tmp_path / "rows.jsonl").read_text().count('"encoding_time"') == 2

@@ -101,6 +101,8 @@ class Sweep:
         self._refuse_mixed_amp()
         self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
         self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
+        # fixed once: a codec that discovers new checkpoints mid-run must not change what is finalized
+        self.rate_points = {name: select_rate_points(codec, cfg.rates) for name, codec in self.codecs.items()}
         self.metric_status = {m: metric_availability(m, **cfg.metric_options) for m in cfg.metrics}
         self.unavailable = tuple(sorted((m, s.reason) for m, s in self.metric_status.items() if not s))
         self.dataset_metrics = [m for m in cfg.metrics if issubclass(metric_class(m), DatasetMetric)]
@@ -144,7 +146,7 @@ class Sweep:
         tasks: list[BatchTask] = []
         available_dataset_metrics = [m for m in self.dataset_metrics if self.metric_status[m]]
         for name, codec in self.codecs.items():
-            for point in select_rate_points(codec, self.cfg.rates):
+            for point in self.rate_points[name]:
                 ckpt = codec.checkpoint_id(point)
                 todo_by_shape: dict[tuple[int, int], list[TaskItem]] = defaultdict(list)
                 for item in self.dataset.items:
@@ -204,7 +206,7 @@ class Sweep:
     def finalize_dataset_metrics(self) -> None:
         fingerprint = dataset_fingerprint(self.hashes.values())
         for name, codec in self.codecs.items():
-            for point in select_rate_points(codec, self.cfg.rates):
+            for point in self.rate_points[name]:
                 ckpt = codec.checkpoint_id(point)
                 for metric_name in self.dataset_metrics:
                     base = {"codec": name, "checkpoint": ckpt, "rate_label": point.label, "rate_id": codec.rate_id(point),
@@ -230,7 +232,7 @@ class Sweep:
         current = set(self.hashes.values())
         for name, codec in self.codecs.items():
             results: dict[str, list[Any]] = defaultdict(list)
-            for point in select_rate_points(codec, self.cfg.rates):
+            for point in self.rate_points[name]:
                 ckpt = codec.checkpoint_id(point)
                 rows = [r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
                         and r["rate_label"] == point.label and r["image_sha256"] in current]
@@ -264,7 +266,7 @@ class Sweep:
             codecs[name] = {
                 "description": codec.description,
                 "rate_points": {p.label: {"params": p.params, "checkpoint": codec.checkpoint_id(p)}
-                                for p in select_rate_points(codec, self.cfg.rates)},
+                                for p in self.rate_points[name]},
                 **codec.provenance(),
             }
             if self.cfg.amp:

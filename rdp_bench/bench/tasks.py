@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rdp_bench.codecs import Codec, get_codec
-from rdp_bench.container import bits_per_pixel
+from rdp_bench.container import BitstreamError, Container, bits_per_pixel
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
 from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
 
@@ -89,6 +89,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _stored_rate_id(path: Path, codec: str) -> int | None:
+    """Rate-point index in a stored bitstream's header; None when unreadable (decoding then reports why)."""
+    try:
+        return Container.unpack(path.read_bytes(), expected_codec=codec).rate_id
+    except (OSError, BitstreamError):
+        return None
+
+
 def load_task_images(task: BatchTask) -> list[np.ndarray]:
     """The task's images as uint8 HxWx3 arrays, in item order."""
     return [load_image_uint8(item.path) for item in task.items]
@@ -108,8 +116,12 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
     images = [uint8_to_tensor(a) for a in originals]
     bitstream_root = Path(bitstream_root)
 
-    # encode the items that need it, in one codec batch
-    fresh = [i for i, item in enumerate(task.items) if not item.reuse_bitstream]
+    # encode the items that need it, in one codec batch; a stored bitstream whose header names another
+    # rate-point index was written when the codec's list of rate points differed: decoding it now would
+    # go through another model, so it is encoded again
+    reuse = [item.reuse_bitstream and _stored_rate_id(bitstream_root / item.bitstream_rel, task.codec) in (rate_id, None)
+             for item in task.items]
+    fresh = [i for i, reused in enumerate(reuse) if not reused]
     extras: dict[int, dict[str, Any]] = {}
     enc_time = math.nan
     if fresh:
@@ -156,7 +168,7 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
             "device": str(codec.device),
             "bitstream": item.bitstream_rel,
         }
-        if not item.reuse_bitstream:
+        if not reuse[i]:
             row["encoding_time"] = enc_time
             row.update(extras.get(i, {}))
         partials: dict[str, dict[str, np.ndarray]] = {}
