@@ -249,8 +249,9 @@ def list_metrics_cmd(weights_dir: Optional[Path] = typer.Option(None, "--weights
     """Every registered metric and whether it can be computed here (and why not)."""
     from rdp_bench.metrics import list_metrics, metric_availability, metric_class
 
-    opts = {"weights_dir": weights_dir} if weights_dir else {}
-    table = Table(title="metrics")
+    # listing must never fetch hundreds of MB of weights; `run` downloads them when online
+    opts = {"weights_dir": weights_dir, "allow_download": False} if weights_dir else {"allow_download": False}
+    table = Table(title="metrics (no downloads while listing; `rdp-bench run` fetches missing weights when online)")
     for col in ("metric", "kind", "better", "status", "description"):
         table.add_column(col)
     for name in list_metrics():
