@@ -124,6 +124,15 @@ class _Budget:
         return ((self.cpu_end if self.cpu_end is not None else time.process_time()) - self.cpu0) / 60
 
 
+def _flush(acc: dict[str, list[float]], history: list[dict[str, Any]], step: int, budget: "_Budget",
+           log: Callable[[str], None], prefix: str) -> None:
+    """Average the accumulated losses into the history and the log, then start a new window."""
+    means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
+    history.append({"step": step, "cpu_minutes": round(budget.cpu_minutes, 2), **means})
+    log(f"{prefix} step {step}: {means}")
+    acc.clear()
+
+
 def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = None, *, rate_weight: float | None = None,
                  minutes_d: float = 1.5, minutes_joint: float = 2.5, crop_d: int = 256, batch_d: int = 2,
                  crop: int = 128, batch: int = 2, train_steps: int = 2, lr: float = 2e-4, lr_d: float = 1e-3,
@@ -172,10 +181,7 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
         acc.setdefault("e2e_psnr", []).append(10 * math.log10(4 / max(mse.item(), 1e-10)))
         acc.setdefault("bpp", []).append(bpp.item())
         if steps_d % 25 == 0 or budget_d.done(steps_d):
-            means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
-            history["e2e_warmup"].append({"step": steps_d, "cpu_minutes": round(budget_d.cpu_minutes, 2), **means})
-            log(f"{tag} 2a step {steps_d}: {means}")
-            acc = {}
+            _flush(acc, history["e2e_warmup"], steps_d, budget_d, log, f"{tag} 2a")
 
     # --- 2b: everything, on the corrected reconstruction ---
     model.train()
@@ -203,10 +209,7 @@ def train_phase2(phase1: Path, out_dir: Path = WEIGHTS_DIR, label: str | None = 
                      "e2e_psnr": 10 * math.log10(4 / max(e2e_mse.item(), 1e-10)), "one_minus_ssim": perc.item()}.items():
             acc.setdefault(k, []).append(v)
         if steps_j % 10 == 0 or budget_j.done(steps_j):
-            means = {k: round(sum(v) / len(v), 4) for k, v in acc.items()}
-            history["joint"].append({"step": steps_j, "cpu_minutes": round(budget_j.cpu_minutes, 2), **means})
-            log(f"{tag} 2b step {steps_j}: {means}")
-            acc = {}
+            _flush(acc, history["joint"], steps_j, budget_j, log, f"{tag} 2b")
     model.eval()
     wall = time.time() - start
     cpu = budget_d.cpu_minutes + budget_j.cpu_minutes
