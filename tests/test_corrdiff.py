@@ -309,3 +309,19 @@ def test_gamma_one_at_last_step_returns_e2e_image(micro_weights, photo):
     e2e = _codec("corrdiff-e2e", micro_weights)
     assert torch.equal(corrected_one, e2e.decode(e2e.encode(image, 0))[0])
     assert not torch.equal(codec.decode([stream])[0], corrected_one)
+
+
+def test_phase2_training_smoke_logs_both_stages(tmp_path):
+    import json
+
+    from rdp_bench.training.corrdiff import phase1_checkpoints, train_phase2
+
+    lines: list[str] = []
+    out = train_phase2(phase1_checkpoints()[0], tmp_path, "smoke", max_steps=2, crop=64, crop_d=64,
+                       batch=2, log=lines.append)
+    history = json.loads(out.with_suffix(".json").read_text())["training"]["history"]
+    assert [h["step"] for h in history["e2e_warmup"]] == [2] and [h["step"] for h in history["joint"]] == [2]
+    assert {"e2e_psnr", "bpp"} <= set(history["e2e_warmup"][0])
+    assert {"corr_psnr", "e2e_psnr", "one_minus_ssim"} <= set(history["joint"][0])
+    assert any(line.startswith("(smoke) 2a step 2:") for line in lines)
+    assert any(line.startswith("(smoke) 2b step 2:") for line in lines)
