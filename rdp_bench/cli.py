@@ -143,7 +143,11 @@ def train_cdc_cmd(
     finetune_lr: float = typer.Option(2e-4, "--finetune-lr"),
     max_wall_factor: float = typer.Option(4.0, "--max-wall-factor", help="A phase also stops after this many times its CPU budget in wall minutes."),
 ) -> None:
-    """Train the tiny CDC checkpoints: a base model, then one fine-tune per λ (bounded in CPU minutes)."""
+    """CDC's joint recipe (everything at once): a base model, then one fine-tune per λ (CPU minutes).
+
+    At tiny step counts this recipe empties the latent (the rate term wins before the UNet uses the
+    context). The bundled CDC checkpoints therefore come from stages 1-2 of ``train corrdiff``.
+    """
     from rdp_bench.training.cdc import TrainConfig, WEIGHTS_DIR, train
 
     cfg = TrainConfig(lambdas=tuple(float(v) for v in _split(lambdas)), base_lambda=base_lambda,
@@ -185,28 +189,48 @@ def train_hific_cmd(
 
 @train_app.command("corrdiff")
 def train_corrdiff_cmd(
-    lambdas: str = typer.Option("0.05,0.025,0.0125,0.006", "--lambdas", help="Rate weights λ, trained in this order, each from the previous (distortions: MSE on [-1,1] images)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start the first λ from this CorrDiff or CDC checkpoint (default: the CDC checkpoint of that λ, else CDC's base)."),
-    cdc_dir: Optional[Path] = typer.Option(None, "--cdc-dir", help="Phase-1 CDC checkpoints (default rdp_bench/weights/cdc)."),
-    e2e_minutes: float = typer.Option(1.5, "--e2e-minutes", help="CPU minutes per λ: warm-up of the e2e decoder alone."),
-    joint_minutes: float = typer.Option(4.0, "--joint-minutes", help="CPU minutes per λ: joint training on the corrected reconstruction."),
+    lambdas: str = typer.Option("0.032,0.012", "--lambdas", help="Rate weights λ of one chain, trained in this order, each warm-started from the previous (distortions: MSE on [-1,1] images)."),
+    autoencoder_minutes: float = typer.Option(14.0, "--autoencoder-minutes", help="CPU minutes, first λ: compressor + e2e decoder as an MSE autoencoder."),
+    autoencoder_finetune_minutes: float = typer.Option(5.0, "--autoencoder-finetune-minutes", help="CPU minutes, later λs."),
+    score_minutes: float = typer.Option(25.0, "--score-minutes", help="CPU minutes, first λ: UNet on CDC's diffusion loss (bitstream parts frozen); gives the CDC checkpoint."),
+    score_finetune_minutes: float = typer.Option(10.0, "--score-finetune-minutes", help="CPU minutes, later λs."),
+    joint_minutes: float = typer.Option(12.0, "--joint-minutes", help="CPU minutes per λ: phase 2 on the corrected reconstruction."),
     train_steps: int = typer.Option(2, "--train-steps", help="DDIM steps of the corrected reconstruction during training."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
-    crop: int = typer.Option(128, "--crop", help="Crop size of the joint phase."),
-    batch: int = typer.Option(2, "--batch"),
-    e2e_crop: int = typer.Option(256, "--e2e-crop", help="Crop size of the autoencoder warm-up (large: the hyperprior must see interiors)."),
-    e2e_batch: int = typer.Option(2, "--e2e-batch"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-stage step cap (smoke tests)."),
+    crop: int = typer.Option(128, "--crop", help="Crop size of the autoencoder and score stages."),
+    batch: int = typer.Option(8, "--batch"),
+    joint_crop: int = typer.Option(128, "--joint-crop"),
+    joint_batch: int = typer.Option(4, "--joint-batch"),
+    seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default rdp_bench/weights/corrdiff)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CorrDiff output folder (default rdp_bench/weights/corrdiff)."),
+    cdc_out: Optional[Path] = typer.Option(None, "--cdc-out", help="CDC output folder (default rdp_bench/weights/cdc)."),
+    phase2_only: bool = typer.Option(False, "--phase2-only", help="Only phase 2, from existing CDC (or CorrDiff) checkpoints."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Warm-start the first λ from this CorrDiff checkpoint (with --phase2-only, a CDC one also works)."),
+    cdc_dir: Optional[Path] = typer.Option(None, "--cdc-dir", help="--phase2-only: phase-1 CDC checkpoints (default rdp_bench/weights/cdc)."),
 ) -> None:
-    """CorrDiff phase 2 (e2e decoder + joint training on the corrected reconstruction) from CDC phase-1 checkpoints."""
-    from rdp_bench.codecs.corrdiff import WEIGHTS_DIR
-    from rdp_bench.training.corrdiff import CDC_WEIGHTS_DIR, train_all
+    """Train CDC and CorrDiff tiny checkpoints from scratch: autoencoder, score network (= CDC), phase 2 (= CorrDiff).
 
-    paths = train_all(tuple(float(v) for v in _split(lambdas)), out or WEIGHTS_DIR, cdc_dir or CDC_WEIGHTS_DIR,
-                      log=lambda m: console.print(m, highlight=False), minutes_d=e2e_minutes,
-                      minutes_joint=joint_minutes, train_steps=train_steps, max_steps=max_steps, crop=crop,
-                      batch=batch, crop_d=e2e_crop, batch_d=e2e_batch, threads=threads, init=init)
+    How the bundled checkpoints were made: two chains in parallel, one core each,
+    ``--lambdas 0.032,0.012 --seed 0`` and ``--lambdas 0.0045,0.0016 --seed 1`` with the default budgets.
+    """
+    from rdp_bench.codecs.corrdiff import WEIGHTS_DIR
+    from rdp_bench.training.corrdiff import CDC_WEIGHTS_DIR, StageMinutes, train_all, train_chain
+
+    rate_weights = tuple(float(v) for v in _split(lambdas))
+    say = lambda m: console.print(m, highlight=False)  # noqa: E731
+    if phase2_only:
+        paths = train_all(rate_weights, out or WEIGHTS_DIR, cdc_dir or CDC_WEIGHTS_DIR, log=say,
+                          minutes_d=autoencoder_finetune_minutes, minutes_joint=joint_minutes, train_steps=train_steps,
+                          max_steps=max_steps, crop=joint_crop, batch=joint_batch, crop_d=crop, batch_d=batch,
+                          threads=threads, init=init)
+    else:
+        minutes = StageMinutes(autoencoder_minutes, autoencoder_finetune_minutes, score_minutes,
+                               score_finetune_minutes, joint_minutes)
+        paths = train_chain(rate_weights, out or WEIGHTS_DIR, cdc_out or CDC_WEIGHTS_DIR, minutes=minutes,
+                            crop=crop, batch=batch, joint_crop=joint_crop, joint_batch=joint_batch,
+                            train_steps=train_steps, seed=seed, threads=threads, max_steps=max_steps, init=init,
+                            log=say)
     for path in paths:
         console.print(f"wrote {path}")
 

@@ -323,5 +323,63 @@ def test_phase2_training_smoke_logs_both_stages(tmp_path):
     assert [h["step"] for h in history["e2e_warmup"]] == [2] and [h["step"] for h in history["joint"]] == [2]
     assert {"e2e_psnr", "bpp"} <= set(history["e2e_warmup"][0])
     assert {"corr_psnr", "e2e_psnr", "one_minus_ssim"} <= set(history["joint"][0])
-    assert any(line.startswith("(smoke) 2a step 2:") for line in lines)
-    assert any(line.startswith("(smoke) 2b step 2:") for line in lines)
+    assert any(line.startswith("(smoke) autoencoder step 2:") for line in lines)
+    assert any(line.startswith("(smoke) joint step 2:") for line in lines)
+
+
+def test_score_stage_trains_the_unet_and_leaves_the_bitstream_parts_alone():
+    from rdp_bench.codecs.corrdiff import CorrDiffModel
+    from rdp_bench.codecs.diffusion.model import CDCConfig
+    from rdp_bench.training.corrdiff import BITSTREAM_PARTS, _Budget, _score_stage
+
+    class Data:
+        def sample(self, n):
+            return torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(n))
+
+    torch.manual_seed(0)
+    model = CorrDiffModel(CDCConfig.tiny())
+    before = {k: v.clone() for k, v in model.cdc.state_dict().items()}
+    history: list = []
+    ema = _score_stage(model, _Budget(10.0, 3.0, 3, 1), Data(), 2, 1e-3, 0.9, history, lambda m: None, "t")
+    after = model.cdc.state_dict()
+    bitstream = [k for k in after if k.startswith(tuple(f"context_fn.{p}." for p in BITSTREAM_PARTS))]
+    assert bitstream and all(torch.equal(before[k], after[k]) for k in bitstream)
+    unet = [k for k in after if k.startswith("denoise_fn.")]
+    assert any(not torch.equal(before[k], after[k]) for k in unet)
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again for the joint stage
+    assert history[-1]["step"] == 3 and ema is not model.cdc
+
+
+def test_staged_recipe_writes_cdc_and_corrdiff_checkpoints_the_codecs_load(tmp_path, photo):
+    import json
+
+    from rdp_bench.codecs.cdc import CDC
+    from rdp_bench.training.corrdiff import train_chain
+
+    paths = train_chain((0.02, 0.005), tmp_path / "corrdiff", tmp_path / "cdc", max_steps=2, crop=64, batch=2,
+                        joint_crop=64, joint_batch=1, log=lambda m: None)
+    assert [p.parent.name for p in paths] == ["cdc", "cdc", "corrdiff", "corrdiff"]
+    later = json.loads(paths[1].with_suffix(".json").read_text())
+    assert later["phase"] == "score" and later["warm_started_from_lambda"] == 0.02
+    corr = json.loads(paths[3].with_suffix(".json").read_text())
+    assert corr["phase1"]["file"] == paths[1].name and corr["rate_weight"] == 0.005
+    image = [photo(40, 56, seed=3)]
+    for codec in (CDC(weights_dir=tmp_path / "cdc", steps=1), _codec("corrdiff", tmp_path / "corrdiff")):
+        assert len(codec.rate_points()) == 2
+        out = codec.decode(codec.encode(image, 1))[0]
+        assert out.shape == image[0].shape
+
+
+def test_staged_recipe_warm_starts_from_a_corrdiff_checkpoint(tmp_path):
+    import json
+
+    from rdp_bench.training.corrdiff import train_chain
+
+    first = train_chain((0.02,), tmp_path / "a", tmp_path / "a_cdc", max_steps=1, crop=64, batch=1, joint_crop=64,
+                        joint_batch=1, log=lambda m: None)[-1]
+    again = train_chain((0.01,), tmp_path / "b", tmp_path / "b_cdc", max_steps=1, crop=64, batch=1, joint_crop=64,
+                        joint_batch=1, init=first, log=lambda m: None)
+    cdc = json.loads(again[0].with_suffix(".json").read_text())
+    assert cdc["warm_started_from_lambda"] == 0.02 and cdc["warm_started_from_file"]["file"] == first.name
+    with pytest.raises(ValueError, match="CorrDiff checkpoint"):
+        train_chain((0.01,), tmp_path / "c", tmp_path / "c_cdc", max_steps=1, init=again[0], log=lambda m: None)
