@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -58,7 +58,7 @@ def run(
     codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE given to the codecs (repeatable; values parsed as JSON when they can be), e.g. gamma=0.8."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
-    from rdp_bench.bench.runner import RunConfig, run_benchmark
+    from rdp_bench.bench.runner import RunConfig, Sweep
     from rdp_bench.codecs import CodecUnavailable
     from rdp_bench.datasets import DatasetUnavailable
 
@@ -73,7 +73,8 @@ def run(
         executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
     )
     try:
-        store = run_benchmark(cfg)
+        sweep = Sweep(cfg)
+        store = sweep.run()
     except (CodecUnavailable, DatasetUnavailable, KeyError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -81,6 +82,7 @@ def run(
     if table.empty:
         console.print("no rows")
         return
+    table, others = _this_sweeps_rows(table, sweep)
     shown = [c for c in ("bpp", *cfg.metrics) if c in table.columns]
     summary = table.groupby(["codec", "rate_id", "rate_label"], sort=True)[shown].mean(numeric_only=True).reset_index()
     out_table = Table(title=f"{dataset}: mean over {table['image_sha256'].nunique()} images  ({out})")
@@ -94,6 +96,23 @@ def run(
         console.print(dtable.drop(columns=["checkpoint", "dataset_fingerprint"], errors="ignore").to_string(index=False))
     for metric, reason in sorted(_unavailable_reasons(table).items()):
         console.print(f"[yellow]{metric} unavailable:[/yellow] {reason}")
+    for name, count in others.items():
+        console.print(f"[yellow]note:[/yellow] {out} also holds {count} {name} rows of other rate points or checkpoints "
+                      "(earlier runs, e.g. before the weights changed); they stay in results.csv, told apart by its "
+                      "checkpoint column, and are left out of the table above. Use a fresh --out to keep them apart.")
+
+
+def _this_sweeps_rows(table, sweep) -> tuple[Any, dict[str, int]]:
+    """Rows of the (codec, rate point, checkpoint) triples this sweep ran, and per codec how many others the folder holds."""
+    ran = {(name, p.label, str(sweep.codecs[name].checkpoint_id(p)))
+           for name, points in sweep.rate_points.items() for p in points}
+    keys = list(zip(table["codec"], table["rate_label"], table["checkpoint"].astype(str)))
+    mine = [key in ran for key in keys]
+    others: dict[str, int] = {}
+    for key, keep in zip(keys, mine):
+        if not keep and key[0] in sweep.rate_points:
+            others[key[0]] = others.get(key[0], 0) + 1
+    return table[[m or k[0] not in sweep.rate_points for m, k in zip(mine, keys)]], others
 
 
 def _unavailable_reasons(table) -> dict[str, str]:

@@ -36,6 +36,18 @@ def test_cli_run_writes_everything(tmp_path):
     assert prov["packages"]["torch"]
 
 
+def test_cli_summary_shows_this_runs_rate_points_and_notes_older_rows(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--codec", "jpeg", "--dataset", "samples", "--out", str(out), "--limit", "1", "--quiet"]
+    assert CliRunner().invoke(app, [*args, "--rate", "q10"]).exit_code == 0
+    res = CliRunner().invoke(app, [*args, "--rate", "q75"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert "q75" in text and "q10" not in text
+    assert "also holds 1 jpeg rows of other rate points or checkpoints" in text
+    assert set(pd.read_csv(out / "results.csv")["rate_label"]) == {"q10", "q75"}  # nothing is deleted
+
+
 def test_rerun_skips_and_never_duplicates(tmp_path):
     cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=tmp_path, limit=2, rates=["q20"], progress=False)
     run_benchmark(cfg)
