@@ -104,15 +104,14 @@ def run(
 
 def _this_sweeps_rows(table, sweep) -> tuple[Any, dict[str, int]]:
     """Rows of the (codec, rate point, checkpoint) triples this sweep ran, and per codec how many others the folder holds."""
+    from collections import Counter
+
     ran = {(name, p.label, str(sweep.codecs[name].checkpoint_id(p)))
            for name, points in sweep.rate_points.items() for p in points}
     keys = list(zip(table["codec"], table["rate_label"], table["checkpoint"].astype(str)))
-    mine = [key in ran for key in keys]
-    others: dict[str, int] = {}
-    for key, keep in zip(keys, mine):
-        if not keep and key[0] in sweep.rate_points:
-            others[key[0]] = others.get(key[0], 0) + 1
-    return table[[m or k[0] not in sweep.rate_points for m, k in zip(mine, keys)]], others
+    keep = [key in ran or key[0] not in sweep.rate_points for key in keys]  # other codecs' rows stay
+    others = Counter(key[0] for key, kept in zip(keys, keep) if not kept)
+    return table[keep], dict(others)
 
 
 def _unavailable_reasons(table) -> dict[str, str]:

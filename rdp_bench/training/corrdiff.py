@@ -156,7 +156,7 @@ def _autoencoder_stage(model: CorrDiffModel, rate_weight: float, budget: "_Budge
     opt = torch.optim.Adam(params, lr=lr)
     steps, acc = 0, {}
     while not budget.done(steps):
-        _set_lr(opt, lr * budget.lr_factor())
+        _scale_lr(opt, budget.lr_factor())
         x = data.sample(batch) * 2 - 1
         out = comp(x)
         mse = F.mse_loss(model.e2e(out["y_hat"]), x)
@@ -198,7 +198,7 @@ def _score_stage(model: CorrDiffModel, budget: "_Budget", data, batch: int, lr: 
     ema = EMA(cdc, ema_decay)
     steps, acc = 0, {}
     while not budget.done(steps):
-        _set_lr(opt, lr * budget.lr_factor())
+        _scale_lr(opt, budget.lr_factor())
         x = data.sample(batch) * 2 - 1
         loss, parts = cdc.training_loss(x, 0.0)
         opt.zero_grad()
@@ -228,8 +228,7 @@ def _joint_stage(model: CorrDiffModel, rate_weight: float, budget: "_Budget", da
     ])
     steps, acc = 0, {}
     while not budget.done(steps):
-        for group, base in zip(opt.param_groups, (lr, lr_e2e)):
-            group["lr"] = base * budget.lr_factor()
+        _scale_lr(opt, budget.lr_factor())
         x = data.sample(batch) * 2 - 1
         diff_loss, parts = model.cdc.training_loss(x, rate_weight)  # λ·bpp + diffusion + median loss
         out = comp(x)
@@ -252,9 +251,10 @@ def _joint_stage(model: CorrDiffModel, rate_weight: float, budget: "_Budget", da
     return steps
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+def _scale_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+    """Every parameter group's learning rate = ``factor`` × the one it was created with."""
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * factor
 
 
 JOINT_LOSS = ("rate_weight*bpp + CDC diffusion loss + prior median loss + corr_weight*(MSE(x~0,x) + "
