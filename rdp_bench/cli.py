@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,12 @@ console = Console()
 
 def _split(value: Optional[str]) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _fail(message: str) -> NoReturn:
+    """A user mistake: one line saying what to do, exit code 2."""
+    console.print(f"error: {message}", highlight=False)
+    raise typer.Exit(2)
 
 
 def _codec_options(entries: Optional[list[str]]) -> dict:
@@ -143,6 +149,45 @@ def pack_crops_cmd(
 
     path = pack_crops(out or DEFAULT_PACK, photos or DEFAULT_PHOTOS, crop=crop, per_image=per_image)
     console.print(f"wrote {path}")
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    job: str = typer.Option("autoencoder", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
+    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
+    max_steps: int = typer.Option(150_000, "--max-steps", help="The job's planned total steps (the LR drops at 85%)."),
+    n: int = typer.Option(64, "--N", help="Transform channels."),
+    m: int = typer.Option(128, "--M", help="Latent channels."),
+    crop: int = typer.Option(128, "--crop"),
+    batch: int = typer.Option(8, "--batch"),
+    lr: float = typer.Option(3e-4, "--lr"),
+    threads: int = typer.Option(2, "--threads"),
+    val_every: int = typer.Option(1000, "--val-every"),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
+    export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
+) -> None:
+    """Stage 1 of CorrDiff: the variable-rate MSE autoencoder (compressor + D), as a resumable job.
+
+    Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
+    from rdp_bench.training.hyperprior import AutoencoderJobConfig, export_autoencoder, train_autoencoder
+    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
+
+    folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
+    if export:
+        if not (folder / "state.pt").is_file():
+            _fail(f"no saved state in {folder}: train first (same --job)")
+        path = export_autoencoder(folder, export_dir or (Path(__file__).parent / "weights" / "corrdiff"), export)
+        console.print(f"wrote {path}")
+        return
+    cfg = AutoencoderJobConfig(N=n, M=m, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
+                               val_every=val_every)
+    try:
+        train_autoencoder(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
+                          log=lambda msg: console.print(msg, highlight=False, markup=False))
+    except (JobMismatch, FileNotFoundError) as exc:
+        _fail(str(exc))
 
 
 @train_app.command("cdc")

@@ -70,3 +70,72 @@ class CropBatches:
             y, x = self.rng.integers(0, full - self.size + 1, 2)
             out[i] = self.data[j, y : y + self.size, x : x + self.size]
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+#: Shared photos no bundled model trains on: the validation set of every training job (from several
+#: sources, photographic content only). ``samples`` is held out as well.
+VALIDATION_PHOTOS: tuple[str, ...] = (
+    "lomiri16_Bridge_by_Sander_Klootwijk.png", "lomiri16_Dragonfly_by_Bolly.png",
+    "lomiri16_picosdeeuropa_by_Aitzol_Berasategi.png", "mate_LadyBird.png", "mate_Storm.png",
+    "plasma_BytheWater.png", "lxqt_fog.png", "lxqt_Valendas.png", "skimage_astronaut.png", "scipy_face.png",
+    "imgaug_quokka.png", "kivy_cityCC0.png",
+)
+
+
+def split_photos(photos_dir: Path = DEFAULT_PHOTOS) -> tuple[list[Path], list[Path]]:
+    """(training, validation) photos of ``photos_dir``; ``samples`` images are in neither."""
+    held_out = {p.name for p in list_images(SAMPLES_DIR)}
+    photos = [p for p in list_images(Path(photos_dir)) if p.name not in held_out]
+    if not photos:
+        raise FileNotFoundError(f"no training photos under {photos_dir}: put the shared photos there "
+                                "or set RDP_BENCH_PHOTOS")
+    val = [p for p in photos if p.name in VALIDATION_PHOTOS]
+    return [p for p in photos if p.name not in VALIDATION_PHOTOS], val
+
+
+class RandomCrops:
+    """Endless random crops (with horizontal flips) of whole photos held in memory.
+
+    The generator's state is part of a job's resume state (``state()`` / ``restore()``), so a resumed
+    run draws the same batches it would have drawn without the interruption."""
+
+    def __init__(self, paths: list[Path], size: int, seed: int = 0) -> None:
+        self.images = [load_image_uint8(p) for p in paths]
+        self.images = [im for im in self.images if min(im.shape[:2]) >= size]
+        if not self.images:
+            raise FileNotFoundError(f"no training photo has both sides >= {size}px")
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        # Sample images in proportion to their area, so every pixel is about equally likely.
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], np.float64)
+        self.weights = areas / areas.sum()
+
+    def state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        s = self.size
+        out = np.empty((batch_size, s, s, 3), np.uint8)
+        for i, j in enumerate(self.rng.choice(len(self.images), batch_size, p=self.weights)):
+            im = self.images[j]
+            y = self.rng.integers(0, im.shape[0] - s + 1)
+            x = self.rng.integers(0, im.shape[1] - s + 1)
+            c = im[y : y + s, x : x + s]
+            out[i] = c[:, ::-1] if self.rng.random() < 0.5 else c
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def validation_images(paths: list[Path], max_side: int = 512, multiple: int = 64) -> list[torch.Tensor]:
+    """Centre crops (at most ``max_side``, sides a multiple of ``multiple``) as 1x3xHxW in [0, 1]."""
+    out = []
+    for p in paths:
+        im = load_image_uint8(p)
+        h = min(max_side, im.shape[0] // multiple * multiple)
+        w = min(max_side, im.shape[1] // multiple * multiple)
+        y, x = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+        crop = np.array(im[y : y + h, x : x + w])
+        out.append(torch.from_numpy(crop).permute(2, 0, 1)[None].float().div_(255.0))
+    return out

@@ -1,0 +1,85 @@
+"""A variable-rate mean-scale hyperprior: CompressAI's ``mbt2018-mean`` plus gain units.
+
+The layout is CompressAI's ``MeanScaleHyperprior`` (``g_a``, ``h_a``, ``h_s``, ``g_s``,
+``entropy_bottleneck``, ``gaussian_conditional``: same module names and shapes), so the project's
+hyperprior coder treats it like any zoo model. Two extra parameters, ``gain`` and ``inv_gain``
+(one row of M channel gains per rate level), make one network serve every rate point: the encoder
+codes ``g_a(x) * gain[l]`` and the decoder synthesises from ``ŷ * inv_gain[l]`` (Cui et al.,
+"Asymmetric Gained Deep Image Compression With Continuous Rate Adaptation", CVPR 2021). All the
+training budget then goes into one transform pair instead of being split over separately trained
+rate points, which is what a few CPU-hours can afford.
+
+Training uses noise for the rate terms and straight-through rounding for what the decoders see
+(``round(y - μ) + μ``), so the synthesis learns on the values it will decode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from compressai.models import MeanScaleHyperprior
+from torch import nn
+
+#: CompressAI's λ for MSE models (loss = λ·255²·MSE + bpp), lowest rate first; 0.0009 extends it down.
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
+
+
+@dataclass(frozen=True)
+class GainedHyperpriorConfig:
+    N: int = 64
+    M: int = 128
+    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GainedHyperpriorConfig":
+        d = dict(d)
+        if "lambdas" in d:
+            d["lambdas"] = tuple(float(v) for v in d["lambdas"])
+        return cls(**d)
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+
+class GainedMeanScaleHyperprior(MeanScaleHyperprior):
+    """``mbt2018-mean`` with one gain vector per rate level (see the module docstring)."""
+
+    #: image side multiple the transforms need (y at 1/16, z at 1/64)
+    pad_multiple = 64
+
+    def __init__(self, config: GainedHyperpriorConfig = GainedHyperpriorConfig()) -> None:
+        super().__init__(N=config.N, M=config.M)
+        self.config = config
+        # Geometric start: higher levels spread y over more quantisation bins (more bits).
+        init = torch.logspace(-1.0, 1.0, config.levels, base=2.0)[:, None].repeat(1, config.M)
+        self.gain = nn.Parameter(init.clone())
+        self.inv_gain = nn.Parameter(1.0 / init)
+
+    def _gains(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.gain.abs()[level][:, :, None, None]
+        inv = self.inv_gain.abs()[level][:, :, None, None]
+        return g, inv
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> dict[str, Any]:  # type: ignore[override]
+        """x in [0, 1], ``level`` (B,) rate-level indices -> x̂, likelihoods and the gained latents."""
+        gain, inv_gain = self._gains(level)
+        y = self.g_a(x) * gain
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        z_offset = self.entropy_bottleneck._get_medians()
+        z_hat = z + (torch.round(z - z_offset) + z_offset - z).detach()
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        y_hat = y + (torch.round(y - means) + means - y).detach()
+        y_dec = y_hat * inv_gain
+        return {"x_hat": self.g_s(y_dec), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+                "y_dec": y_dec}
+
+    def lambdas_for(self, level: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.config.lambdas, dtype=torch.float32, device=level.device)[level]

@@ -1,0 +1,265 @@
+"""Stage 1 of the bundled CorrDiff: the shared MSE autoencoder (compressor + privileged decoder D).
+
+CorrDiff's corrected output mixes the diffusion estimate x̂0 with D(ŷ) at the MSE optimum, so its PSNR
+is bounded by D(ŷ): this stage deserves the first and longest training. The model is a variable-rate
+mean-scale hyperprior (``GainedMeanScaleHyperprior``): every step draws a rate level per image and
+minimises ``λ_l · 255² · MSE + bpp`` (CompressAI's MSE objective, with its λ values).
+
+``rdp-bench train autoencoder`` runs it as a resumable job (``training/job.py``): the same command
+continues a killed or timed-out run from ``state.pt``; ``--export`` writes the EMA weights as a
+bundled fp16 safetensors checkpoint with a manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, open_job,
+                                    plot_curves, windowed_means)
+
+
+@dataclass(frozen=True)
+class AutoencoderJobConfig:
+    N: int = 64
+    M: int = 128
+    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
+    crop: int = 128
+    batch: int = 8
+    lr: float = 3e-4
+    lr_aux: float = 1e-3
+    #: learning rate × 0.1 from this fraction of ``max_steps`` on
+    decay_at: float = 0.85
+    max_steps: int = 150_000
+    ema_decay: float = 0.999
+    seed: int = 0
+    val_every: int = 1000
+    #: KID (two levels) on every n-th validation; 0 = never
+    kid_every: int = 5
+    save_every_s: float = 180.0
+    threads: int = 2
+
+    def model_config(self) -> GainedHyperpriorConfig:
+        return GainedHyperpriorConfig(self.N, self.M, tuple(self.lambdas))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lambdas"] = list(self.lambdas)
+        return d
+
+
+def rate_distortion_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    out = model(x, level)
+    n_pix = x.shape[-2] * x.shape[-1]
+    bpp = sum(-torch.log2(lk).sum(dim=(1, 2, 3)) for lk in out["likelihoods"].values()) / n_pix
+    mse = (out["x_hat"] - x).square().mean(dim=(1, 2, 3))
+    loss = (model.lambdas_for(level) * 255.0 ** 2 * mse + bpp).mean()
+    return loss, {"bpp": bpp.mean().item(), "psnr": (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()}
+
+
+@torch.no_grad()
+def validate(model: GainedMeanScaleHyperprior, images: list[torch.Tensor], levels: list[int],
+             kid_levels: list[int] = (), kid: "_KidProbe | None" = None) -> list[dict[str, Any]]:
+    """Per level: estimated bpp, PSNR and MS-SSIM on the validation crops (eval mode: rounded latents)."""
+    from pytorch_msssim import ms_ssim
+
+    model.eval()
+    rows = []
+    for lv in levels:
+        bpps, psnrs, msssims, recs = [], [], [], []
+        for x in images:
+            out = model(x, torch.tensor([lv]))
+            x_hat = out["x_hat"].clamp(0, 1)
+            bits = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values())
+            bpps.append(bits.item() / (x.shape[-2] * x.shape[-1]))
+            x_hat_q = x_hat.mul(255).round().div(255)
+            psnrs.append(10 * math.log10(1 / max(F.mse_loss(x_hat_q, x).item(), 1e-10)))
+            msssims.append(ms_ssim(x_hat_q, x, data_range=1.0).item())
+            recs.append(x_hat_q)
+        row = {"level": lv, "lambda": model.config.lambdas[lv], "bpp": sum(bpps) / len(bpps),
+               "psnr": sum(psnrs) / len(psnrs), "ms_ssim": sum(msssims) / len(msssims)}
+        if kid is not None and lv in kid_levels:
+            row["kid"] = kid(recs)
+        rows.append(row)
+    return rows
+
+
+class _KidProbe:
+    """KID of reconstructed validation crops against the originals (FID/256 patches), cached reference features."""
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        from rdp_bench.metrics.fid import KID, extract_patches
+
+        self.metric = KID(device="cpu")
+        self.extract = extract_patches
+        self.ref = self.metric.features(torch.cat([extract_patches(x[0]) for x in images]))
+
+    def __call__(self, recs: list[torch.Tensor]) -> float:
+        from rdp_bench.metrics.fid import kid_from_features
+
+        feats = self.metric.features(torch.cat([self.extract(x[0]) for x in recs]))
+        return kid_from_features(feats, self.ref)["kid"]
+
+
+def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                ema[k].copy_(v)
+
+
+def _optimizers(model: GainedMeanScaleHyperprior, cfg: AutoencoderJobConfig):
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.lr_aux), main
+
+
+def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_dir: Path = DEFAULT_JOBS_DIR,
+                      minutes: float | None = None, photos_dir: Path | None = None, log: Log = print) -> Path:
+    """Run (or continue) the job until ``cfg.max_steps`` or ``minutes`` of wall time; returns the job folder.
+
+    SIGTERM / SIGINT stop it at the next step boundary after saving the state."""
+    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
+
+    folder = Path(jobs_dir) / job
+    state = open_job(folder, {"stage": "autoencoder", **cfg.to_dict()})
+    torch.set_num_threads(cfg.threads)
+    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
+    data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
+    val_images = validation_images(val_paths)
+    torch.manual_seed(cfg.seed)
+    model = GainedMeanScaleHyperprior(cfg.model_config())
+    opt, opt_aux, main_params = _optimizers(model, cfg)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    step, watch, val_count = 0, Stopwatch(), 0
+    train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema = state["ema"]
+        opt.load_state_dict(state["opt"])
+        opt_aux.load_state_dict(state["opt_aux"])
+        step, val_count = int(state["step"]), int(state["val_count"])
+        watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
+        torch.set_rng_state(state["torch_rng"])
+        data.restore(state["data_rng"])
+        log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
+        train_log.truncate_after(step)
+        val_log.truncate_after(step)
+    else:
+        log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out")
+
+    def save() -> None:
+        atomic_torch_save({"model": model.state_dict(), "ema": ema, "opt": opt.state_dict(),
+                           "opt_aux": opt_aux.state_dict(), "step": step, "val_count": val_count,
+                           "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
+                           "data_rng": data.state(), "train_photos": [p.name for p in train_paths],
+                           "val_photos": [p.name for p in val_paths]}, folder / "state.pt")
+
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # finish the current step, save, exit
+        stop["now"] = True
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    deadline = time.time() + minutes * 60 if minutes else math.inf
+    last_save, acc = time.time(), {}
+    kid_probe: _KidProbe | None = None
+    levels = list(range(cfg.model_config().levels))
+    try:
+        while step < cfg.max_steps and not stop["now"] and time.time() < deadline:
+            model.train()
+            lr = cfg.lr * (0.1 if step >= cfg.decay_at * cfg.max_steps else 1.0)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = data.sample(cfg.batch)
+            level = torch.randint(0, len(levels), (cfg.batch,))
+            loss, parts = rate_distortion_loss(model, x, level)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+            opt.step()
+            aux = model.aux_loss()
+            opt_aux.zero_grad()
+            aux.backward()
+            opt_aux.step()
+            step += 1
+            _ema_update(ema, model, cfg.ema_decay, step)
+            for k, v in {"loss": loss.item(), "loss_aux": aux.item(), **parts}.items():
+                acc.setdefault(k, []).append(v)
+            if step % 100 == 0:
+                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "lr": lr, **windowed_means(acc)}
+                train_log.append(row)
+                acc = {}
+                if step % 500 == 0:
+                    log(f"[{job}] step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+            if step % cfg.val_every == 0:
+                val_count += 1
+                with_kid = cfg.kid_every and val_count % cfg.kid_every == 0
+                if with_kid and kid_probe is None:
+                    try:
+                        kid_probe = _KidProbe(val_images)
+                    except Exception as exc:  # Inception weights missing: the curve goes on without KID
+                        log(f"[{job}] KID skipped: {exc}")
+                        with_kid = False
+                ema_model = copy.deepcopy(model)
+                ema_model.load_state_dict(ema)
+                rows = validate(ema_model, val_images, levels, [levels[0], levels[-1]] if with_kid else [],
+                                kid_probe if with_kid else None)
+                for r in rows:
+                    val_log.append({"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), **r})
+                log(f"[{job}] val step {step}: " + "  ".join(f"L{r['level']} {r['bpp']:.3f}bpp/{r['psnr']:.2f}dB"
+                                                           for r in rows))
+                plot_curves(folder, f"{job}: variable-rate mean-scale hyperprior N={cfg.N} M={cfg.M}, validation "
+                                    f"on {len(val_images)} held-out photos (EMA)")
+            if time.time() - last_save > cfg.save_every_s:
+                save()
+                last_save = time.time()
+        save()
+        log(f"[{job}] stopped at step {step} ({watch.cpu_s / 3600:.2f} CPU-h, {watch.wall_s / 3600:.2f} wall-h); "
+            f"state in {folder / 'state.pt'}")
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return folder
+
+
+def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
+    """The job's EMA weights as a bundled fp16 checkpoint (``out/<label>.safetensors`` + manifest)."""
+    import json
+
+    from rdp_bench.codecs.checkpoints import save_checkpoint
+
+    cfg = json.loads((Path(job_dir) / "config.json").read_text())
+    state = torch.load(Path(job_dir) / "state.pt", map_location="cpu", weights_only=True)
+    val = [r for r in CsvLog(Path(job_dir) / "val.csv").rows() if int(r["step"]) <= int(state["step"])]
+    last_step = max((int(r["step"]) for r in val), default=None)
+    manifest = {
+        "codec": "gained-hyperprior", "label": label,
+        "architecture": "CompressAI mbt2018-mean layout + per-level gain/inv_gain (Cui et al. 2021)",
+        "config": {"N": cfg["N"], "M": cfg["M"], "lambdas": cfg["lambdas"]},
+        "objective": "lambda_l*255^2*MSE + bpp per image, level l drawn uniformly per image (CompressAI's lambdas)",
+        "training": {
+            "steps": int(state["step"]), "cpu_hours": round(float(state["cpu_s"]) / 3600, 3),
+            "wall_hours": round(float(state["wall_s"]) / 3600, 3), "device": "cpu",
+            "data": f"{cfg['crop']}px random crops with flips of {len(state['train_photos'])} shared photos",
+            "train_photos": state["train_photos"], "validation_photos": state["val_photos"],
+            "held_out": "the validation photos and the bundled samples images are never trained on",
+            "batch": cfg["batch"], "lr": cfg["lr"], "ema_decay": cfg["ema_decay"], "job_config": cfg,
+            "last_validation": [r for r in val if last_step is not None and int(r["step"]) == last_step],
+        },
+    }
+    model = GainedMeanScaleHyperprior(GainedHyperpriorConfig.from_dict(manifest["config"]))
+    model.load_state_dict(state["ema"])
+    return save_checkpoint(model.state_dict(), Path(out) / f"{label}.safetensors", manifest)

@@ -1,0 +1,176 @@
+"""Resumable training jobs: one folder per job, continued by re-running the same command.
+
+A job folder (default ``.train_state/<name>/``, out of git) holds
+
+* ``config.json``   -- the job's settings, written once; a re-run with other settings is refused;
+* ``state.pt``      -- weights, EMA, optimizer(s), step, CPU seconds, the torch and data RNG states;
+                       written atomically every ``save_every_s`` seconds and at the end;
+* ``train.csv``     -- windowed means of the losses;
+* ``val.csv``       -- the validation curve (per rate level: bpp, PSNR, MS-SSIM; KID every so often);
+* ``curves.png``    -- both drawn.
+
+``torch.load(weights_only=True)`` reads the state, so a state file can't run code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_JOBS_DIR = ROOT / ".train_state"
+
+
+class JobMismatch(ValueError):
+    """The job folder was created with other settings."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+#: settings a resumed job may change: how long and how it runs, not what it trains
+RUN_SETTINGS = ("max_steps", "val_every", "kid_every", "save_every_s", "threads")
+
+
+def open_job(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the job folder, or check that it was made by the same settings. Returns the resume state.
+
+    Only ``RUN_SETTINGS`` may differ on a resume (a later session may extend ``max_steps``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_path = folder / "config.json"
+    config = json.loads(json.dumps(config))
+    if cfg_path.is_file():
+        old = json.loads(cfg_path.read_text())
+        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k) and k not in RUN_SETTINGS)
+        if changed:
+            raise JobMismatch(f"{folder} was started with other settings ({', '.join(changed)}); "
+                              "re-run with the same options, or pass another --job name")
+    if not cfg_path.is_file() or old != config:
+        tmp = cfg_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=1))
+        os.replace(tmp, cfg_path)
+    state_path = folder / "state.pt"
+    if state_path.is_file():
+        return torch.load(state_path, map_location="cpu", weights_only=True)
+    return None
+
+
+class CsvLog:
+    """Append-only CSV with a fixed header (the first row's keys, extended if new keys appear)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (written after the last saved state by a killed run)."""
+        rows = [r for r in self.rows() if int(float(r["step"])) <= step]
+        self._write(rows, self._fields(rows))
+
+    def _fields(self, rows: Iterable[dict[str, Any]]) -> list[str]:
+        fields: list[str] = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        return fields
+
+    def _write(self, rows: list[dict[str, Any]], fields: list[str]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict[str, Any]) -> None:
+        rows = self.rows()
+        fields = self._fields([*rows, row])
+        if rows and fields == list(rows[0].keys()):
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=fields, restval="").writerow(row)
+        else:
+            self._write([*rows, row], fields)
+
+
+def plot_curves(folder: Path, title: str) -> Path | None:
+    """``curves.png``: training loss, and validation PSNR / bpp per level against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = CsvLog(folder / "train.csv").rows()
+    val = CsvLog(folder / "val.csv").rows()
+    if not train and not val:
+        return None
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    if train:
+        steps = [float(r["step"]) for r in train]
+        for key in [k for k in train[0] if k.startswith("loss")]:
+            axes[0].plot(steps, [float(r[key] or "nan") for r in train], label=key)
+        axes[0].set_yscale("log")
+        axes[0].set_title("training loss")
+        axes[0].legend(fontsize=7)
+    levels = sorted({r["level"] for r in val}, key=int)
+    for lv in levels:
+        rs = [r for r in val if r["level"] == lv]
+        steps = [float(r["step"]) for r in rs]
+        axes[1].plot(steps, [float(r["psnr"]) for r in rs], label=f"level {lv}")
+        axes[2].plot(steps, [float(r["bpp"]) for r in rs])
+        kid = [(float(r["step"]), float(r["kid"])) for r in rs if r.get("kid") not in (None, "", "nan")]
+        if kid:
+            axes[3].plot(*zip(*kid), marker="o", label=f"level {lv}")
+    axes[1].set_title("validation PSNR (dB) ↑")
+    axes[2].set_title("validation bpp (estimated)")
+    axes[3].set_title("validation KID ↓")
+    if levels:
+        axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = folder / "curves.png"
+    tmp = folder / ".curves.tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+class Stopwatch:
+    """CPU seconds of this process plus those of the runs before it (kept in the state)."""
+
+    def __init__(self, earlier_cpu_s: float = 0.0, earlier_wall_s: float = 0.0) -> None:
+        self.earlier_cpu_s, self.earlier_wall_s = earlier_cpu_s, earlier_wall_s
+        self.cpu0, self.wall0 = time.process_time(), time.time()
+
+    @property
+    def cpu_s(self) -> float:
+        return self.earlier_cpu_s + time.process_time() - self.cpu0
+
+    @property
+    def wall_s(self) -> float:
+        return self.earlier_wall_s + time.time() - self.wall0
+
+
+def windowed_means(acc: dict[str, list[float]]) -> dict[str, float]:
+    return {k: round(sum(v) / len(v), 6) for k, v in acc.items() if v and all(math.isfinite(x) for x in v)}
+
+
+Log = Callable[[str], None]
