@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from rdp_bench.atomic import atomic_path
 from rdp_bench.bench.executors import get_executor
 from rdp_bench.bench.provenance import base_provenance
 from rdp_bench.bench.store import ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, row_key
@@ -191,16 +192,14 @@ class Sweep:
             row = {**row, "unavailable": "{}"}  # every metric is measured now: clear the old reasons
         for metric, partial in result.partials.items():
             target = self.partial_path(metric, row["codec"], row["checkpoint"], row["rate_label"], row["image_sha256"])
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.stem + ".tmp.npz")
-            np.savez(tmp, **partial)
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                np.savez(tmp, **partial)
         if result.recon is not None:
             recon_path = self.run_dir / "recon" / row["codec"] / _slug(row["rate_label"]) / (
                 Path(row["image_id"]).with_suffix(".png").as_posix()
             )
-            recon_path.parent.mkdir(parents=True, exist_ok=True)
-            save_image(uint8_to_tensor(result.recon), recon_path)
+            with atomic_path(recon_path) as tmp:
+                save_image(uint8_to_tensor(result.recon), tmp)
         self.store.add(row)
 
     def finalize_dataset_metrics(self) -> None:

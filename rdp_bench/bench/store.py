@@ -17,6 +17,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from rdp_bench.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+
 KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256")
 
 
@@ -75,20 +77,6 @@ class JsonlLog:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class ResultsStore:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rdp_bench.atomic import atomic_write_bytes
 from rdp_bench.codecs import Codec, get_codec
 from rdp_bench.container import BitstreamError, Container, bits_per_pixel
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
@@ -131,11 +132,7 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
         _sync(codec.device)
         enc_time = (time.perf_counter() - t0) / len(fresh)
         for i, enc in zip(fresh, encoded):
-            path = bitstream_root / task.items[i].bitstream_rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(enc.bitstream)
-            tmp.replace(path)
+            atomic_write_bytes(bitstream_root / task.items[i].bitstream_rel, enc.bitstream)
             extras[i] = enc.extras
 
     # decode from the files on disk, never from memory

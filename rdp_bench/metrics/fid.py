@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Iterable
 import numpy as np
 import torch
 
+from rdp_bench.atomic import atomic_path
 from rdp_bench.codecs.base import Availability
 from rdp_bench.metrics.base import DatasetMetric
 from rdp_bench.metrics.inception import (
@@ -70,10 +71,8 @@ def feature_cache_dir() -> Path:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
 
 
 # (weights, device, reference key, reconstruction hash) -> (ref, rec) features, so that FID and KID

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from rdp_bench.atomic import atomic_write_text
 from rdp_bench.reports.bdrate import BDTable, to_html
 from rdp_bench.reports.runs import Aggregate, metric_spec
 
@@ -299,5 +300,5 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
             f"<body>{''.join(sections)}<script>{SCRIPT}</script></body></html>")
     path = Path(path)
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rdp_bench.atomic import atomic_path  # noqa: E402
 from rdp_bench.reports.runs import Aggregate, metric_spec  # noqa: E402
 
 
@@ -86,7 +87,8 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "svg"):
         path = out / f"{stem}.{ext}"
-        fig.savefig(path, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
+        with atomic_path(path) as tmp:  # a killed report never leaves a truncated figure
+            fig.savefig(tmp, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
         paths.append(path)
     plt.close(fig)
     return paths

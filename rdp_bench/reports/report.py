@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rdp_bench.atomic import atomic_write_text
 from rdp_bench.reports.bdrate import BDTable, bd_table, to_frame, to_latex, to_markdown
 from rdp_bench.reports.html import build_grid, write_html
 from rdp_bench.reports.plots import plot_metrics
@@ -38,21 +39,21 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: st
     files: list[Path] = []
 
     points_csv = out / "rate_points.csv"
-    agg.points.to_csv(points_csv, index=False)
+    atomic_write_text(points_csv, agg.points.to_csv(index=False))
     files.append(points_csv)
 
     md_parts = [f"# BD tables ({', '.join(str(p) for p in run_dirs)})", ""]
     md_parts += [f"> {w}" for w in agg.warnings]
     md_parts += [to_markdown(t) for t in tables]
     markdown = "\n".join(md_parts)
-    (out / "bd_tables.md").write_text(markdown, encoding="utf-8")
+    atomic_write_text(out / "bd_tables.md", markdown)
     frame = pd.concat([to_frame(t) for t in tables], ignore_index=True)
-    frame.to_csv(out / "bd_tables.csv", index=False)
+    atomic_write_text(out / "bd_tables.csv", frame.to_csv(index=False))
     files += [out / "bd_tables.md", out / "bd_tables.csv"]
     if latex:
         for t in tables:
             path = out / f"bd_{t.kind}.tex"
-            path.write_text(to_latex(t), encoding="utf-8")
+            atomic_write_text(path, to_latex(t))
             files.append(path)
 
     figures = plot_metrics(agg, out / "figures", anchor=anchor, log_x=log_x, sizes=sizes)
