@@ -131,7 +131,9 @@ def report_dir(jpeg_runs, tmp_path_factory):
 def test_report_writes_tables_plots_and_html(report_dir):
     md = (report_dir / "bd_tables.md").read_text()
     assert "interpolation: pchip" in md and "anchor: jpeg" in md
-    assert "| jpeg (run_b) | **+0.00%** | **+0.00%** |" in md  # an identical run is 0 against itself
+    # an identical run is 0 against itself, and 0 is not better than the anchor: not bold
+    assert "| jpeg (run_b) | +0.00% | +0.00% |" in md
+    assert "# BD tables: samples, 2 images" in md and "run_a" not in md.splitlines()[0]
     table = pd.read_csv(report_dir / "bd_tables.csv")
     assert set(table["kind"]) == {"bd-rate", "bd-quality"} and set(table["method"]) == {"pchip"}
     assert np.allclose(table["value"], 0.0, atol=1e-9)
@@ -291,9 +293,94 @@ def test_report_metric_directions_na_reasons_and_dp_plane(tmp_path):
     assert rate.cells[("beta", "fid")].value == pytest.approx(-20.0, abs=1e-6)  # lower FID, negated correctly
     assert not rate.cells[("beta", "lpips")].ok and "weights missing (test)" in rate.cells[("beta", "lpips")].reason
     md = (tmp_path / "report" / "bd_tables.md").read_text()
-    assert "n/a (LPIPS unavailable for alpha: weights missing)" in md and "**-20.00%**" in md
-    assert "n/a: LPIPS unavailable for alpha: weights missing (test)" in md  # the full reason under the table
+    assert "n/a (missing for alpha)" in md and "**-20.00%**" in md
+    assert "no LPIPS for alpha; needs torchvision's alexnet-owt-7be5be79.pth" in md  # what to do, under the table
     quality = {t.kind: t for t in rep.tables}["quality"]
     assert quality.cells[("beta", "fid")].value < 0 and quality.cells[("beta", "psnr")].value > 0
     assert (tmp_path / "report" / "figures" / "dp_plane_screen.png").stat().st_size > 5000
     assert "LPIPS ↓" in (tmp_path / "report" / "figures" / "rd_lpips_screen.svg").read_text()
+
+
+def _bd_run(path: Path, codecs: dict[str, tuple[float, float]], images: int = 2, dists_reason: str | None = None) -> Path:
+    """A run folder whose codecs are the same PSNR curve scaled in rate by ``factor`` and shifted by ``dq`` dB."""
+    rows = []
+    for codec, (factor, dq) in codecs.items():
+        for rid, (bpp, psnr) in enumerate([(0.1, 26.0), (0.2, 28.5), (0.4, 31.0), (0.8, 34.0)]):
+            for i in range(images):
+                row = {"codec": codec, "checkpoint": f"{codec}-ckpt", "rate_label": f"r{rid}", "rate_id": rid,
+                       "dataset": "synthetic", "image_id": f"img{i}.png", "image_sha256": f"sha{i}", "height": 100,
+                       "width": 100, "bpp": bpp * factor, "psnr": psnr + dq, "dists": math.nan,
+                       "unavailable": json.dumps({"dists": dists_reason or "not computed"})}
+                row["bytes"] = int(row["bpp"] * 100 * 100 / 8)
+                rows.append(row)
+    path.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(path / "results.csv", index=False)
+    (path / "provenance.json").write_text(json.dumps({"runs": []}))
+    return path
+
+
+def test_bd_table_reads_like_a_review_table(tmp_path):
+    """Columns nobody has go, best is only ever better than the anchor, weak overlaps are bracketed, never bold."""
+    from rdp_bench.reports.report import make_report
+
+    leak = ("vgg16-397923af.pth not found: put vgg16-397923af.pth (from https://download.pytorch.org/models/"
+            "vgg16-397923af.pth) in /home/someone/.cache/torch/hub/checkpoints, or pass --weights-dir DIR (download "
+            "failed (could not download https://x/vgg16.pth: <urlopen error [Errno -2] Name or service not known>))")
+    run = _bd_run(tmp_path / "run", {"anchor": (1.0, 0.0), "good": (0.8, 0.0), "shifted": (0.5, 4.0),
+                                     "worse": (1.5, 0.0)}, dists_reason=leak)
+    rep = make_report([run], tmp_path / "rep", anchor="anchor", grid_images=0, sizes=("screen",), latex=True)
+    rate = {t.kind: t for t in rep.tables}["rate"]
+    assert rate.metrics == ["psnr"] and "dists" in rate.hidden  # DISTS: no codec has it
+    assert rate.best["psnr"] == "good"
+    shifted = rate.cells[("shifted", "psnr")]
+    assert shifted.ok and shifted.low_overlap and shifted.value < rate.cells[("good", "psnr")].value  # "better", but weak
+    md = (tmp_path / "rep" / "bd_tables.md").read_text()
+    assert "| good | **-20.00%** |" in md
+    assert re.search(r"\| shifted \| \(-\d+\.\d\d%\) \| PSNR \d+% \|", md), md
+    assert "| worse | +50.00% |" in md
+    assert "DISTS" not in md.split("\n\n")[2]  # no DISTS column header in the first table
+    assert "Not shown, no codec has them: DISTS (needs torchvision's vgg16-397923af.pth" in md
+    assert "/home/someone" not in md and "urlopen" not in md and "Errno" not in md
+    assert max(len(line) for line in md.splitlines()) < 300
+    assert "# BD tables: synthetic, 2 images" in md
+    # every title names the dataset and image count; the quote of a warning does not swallow it
+    assert md.count("synthetic, 2 images") == 3
+    tex = (tmp_path / "rep" / "bd_rate.tex").read_text()
+    assert r"\textbf{-20.00\%}" in tex and r"(-" in tex and "textbf{(" not in tex and "/home/someone" not in tex
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert "<td class='best'" in html and "class='weak'" in html and "/home/someone" not in html
+    frame = pd.read_csv(tmp_path / "rep" / "bd_tables.csv")
+    assert frame.loc[(frame["codec"] == "shifted") & (frame["kind"] == "bd-rate"), "low_overlap"].item()
+
+
+def test_nothing_is_bold_when_every_codec_is_worse_than_the_anchor(tmp_path):
+    from rdp_bench.reports.report import make_report
+
+    run = _bd_run(tmp_path / "run", {"anchor": (1.0, 0.0), "worse": (1.5, 0.0), "much-worse": (2.0, 0.0)})
+    rep = make_report([run], tmp_path / "rep", anchor="anchor", grid_images=0, sizes=("screen",))
+    assert all(best is None for t in rep.tables for best in t.best.values())
+    md = (tmp_path / "rep" / "bd_tables.md").read_text()
+    assert "**" not in "\n".join(line for line in md.splitlines() if line.startswith("|"))
+    assert "nothing is bold" in md
+
+
+def test_markdown_quote_does_not_swallow_the_next_title(tmp_path):
+    from rdp_bench.reports.report import make_report
+
+    run = _bd_run(tmp_path / "run", {"anchor": (1.0, 0.0), "good": (0.8, 0.0)}, images=3)
+    table = pd.read_csv(run / "results.csv")
+    table = table[~((table["codec"] == "good") & (table["image_id"] == "img2.png"))]  # images differ: a warning
+    table.to_csv(run / "results.csv", index=False)
+    rep = make_report([run], tmp_path / "rep", anchor="anchor", grid_images=0, sizes=("screen",))
+    lines = rep.markdown.splitlines()
+    quotes = [i for i, line in enumerate(lines) if line.startswith(">")]
+    assert quotes and lines[quotes[-1] + 1] == ""  # a blank line ends the quote before the table title
+    assert "synthetic, 2 images" in lines[0]
+
+
+def test_clean_reason_keeps_urls_and_drops_machine_paths():
+    from rdp_bench.reports.bdrate import clean_reason
+
+    text = clean_reason("x.pth not found: put x.pth (from https://a.org/m/x.pth) in /root/.cache/torch/hub/checkpoints "
+                        "(download failed (could not download https://a.org/m/x.pth: <urlopen error>))")
+    assert text == "x.pth not found: put x.pth (from https://a.org/m/x.pth) in …/checkpoints"

@@ -27,6 +27,24 @@ class Metric(ABC):
     name: ClassVar[str]
     higher_is_better: ClassVar[bool]
     description: ClassVar[str] = ""
+    #: short name in tables and axes; empty means ``name.upper()``
+    label: ClassVar[str] = ""
+    #: unit of the *reported* value (after ``to_display``), e.g. "dB"; empty for unitless scores
+    unit: ClassVar[str] = ""
+
+    @classmethod
+    def display_label(cls) -> str:
+        return cls.label or cls.name.upper()
+
+    @classmethod
+    def to_display(cls, value: float) -> float:
+        """The value as reports show it (e.g. MS-SSIM in dB); results files keep the raw value."""
+        return value
+
+    @classmethod
+    def requirement(cls) -> str:
+        """What to install or put where so the metric can run, in a few words and without machine paths."""
+        return ""
 
     def __init__(self, device: str | None = None, **options: Any) -> None:
         self.device = select_device(device)

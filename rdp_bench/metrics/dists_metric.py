@@ -57,6 +57,10 @@ class DISTS(ImageMetric):
     higher_is_better = False
     description = "DISTS (DISTS_pytorch, VGG16), full image in [0, 1]"
 
+    @classmethod
+    def requirement(cls) -> str:
+        return f"torchvision's {VGG16.filename} in the torch hub cache or in --weights-dir"
+
     def __init__(self, device: str | None = None, **options: Any) -> None:
         super().__init__(device, **options)
         self.weights_dir, self.allow_download = weight_options(options)

@@ -61,6 +61,10 @@ class LPIPS(ImageMetric):
     net: ClassVar[str] = "alex"
     backbone: ClassVar[WeightsSpec] = ALEXNET
 
+    @classmethod
+    def requirement(cls) -> str:
+        return f"torchvision's {cls.backbone.filename} in the torch hub cache or in --weights-dir"
+
     def __init__(self, device: str | None = None, **options: Any) -> None:
         super().__init__(device, **options)
         self.weights_dir, self.allow_download = weight_options(options)
@@ -98,6 +102,7 @@ class LPIPS(ImageMetric):
 
 class LPIPSVGG(LPIPS):
     name = "lpips-vgg"
+    label = "LPIPS-VGG"
     description = "LPIPS v0.1, VGG16 (lpips package), inputs in [-1, 1], full image"
     net = "vgg"
     backbone = VGG16

@@ -45,6 +45,7 @@ class GMSD(_PiqMetric):
 
 class HaarPSI(_PiqMetric):
     name = "haarpsi"
+    label = "HaarPSI"
     higher_is_better = True
     description = "HaarPSI, Haar wavelet perceptual similarity (piq); 1 for identical images"
 

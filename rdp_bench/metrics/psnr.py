@@ -18,6 +18,7 @@ def psnr(reference: torch.Tensor, reconstruction: torch.Tensor, data_range: floa
 class PSNR(ImageMetric):
     name = "psnr"
     higher_is_better = True
+    unit = "dB"
     description = "PSNR (dB), RGB, 8-bit reconstructions"
 
     def compute(self, reference: torch.Tensor, reconstruction: torch.Tensor) -> float:

@@ -30,7 +30,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}p.caption{font-weight:600;margin:1em 0 .2em}
-td.best{font-weight:700;background:#e8f5e9}td.na{color:#888;font-size:.85em}tr.anchor td{color:#555;font-style:italic}
+td.best{font-weight:700;background:#e8f5e9}td.na{color:#888;font-size:.85em}td.weak{color:#999}td.note{text-align:left;color:#666;font-size:.85em}tr.anchor td{color:#555;font-style:italic}
 .legend,.note{font-size:.85em;color:#555}.warn{background:#fff8e1;border-left:4px solid #ffb300;padding:.4em .8em}
 .plots img{max-width:100%;border:1px solid #eee;margin:.3em 0}
 .grid{display:grid;gap:.6em;align-items:start;max-width:100%}.cell{font-size:.78em;text-align:center}

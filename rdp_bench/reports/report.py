@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from rdp_bench.atomic import atomic_write_text
-from rdp_bench.reports.bdrate import BDTable, bd_table, to_frame, to_latex, to_markdown
+from rdp_bench.reports.bdrate import BDTable, bd_table, context_line, to_frame, to_latex, to_markdown
 from rdp_bench.reports.html import build_grid, write_html
 from rdp_bench.reports.plots import plot_metrics
 from rdp_bench.reports.runs import Aggregate, ReportError, aggregate, load_run
@@ -21,9 +21,28 @@ class ReportFiles:
     tables: list[BDTable]
     files: list[Path] = field(default_factory=list)
     markdown: str = ""
+    anchor: str = ""
+    anchor_note: str = ""  # set when the anchor was picked for the user
 
 
-def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: str = "akima", latex: bool = False,
+#: the anchor when none is asked for: the usual reference of learned-codec papers
+DEFAULT_ANCHOR = "bpg"
+
+
+def pick_anchor(codecs: list[str], wanted: str | None = None) -> tuple[str, str]:
+    """(anchor, note): ``wanted`` if given, else bpg when present, else the first codec (the note says so)."""
+    if wanted:
+        if wanted not in codecs:
+            raise ReportError(f"anchor {wanted!r} is not in the run(s); codecs present: {', '.join(codecs)} "
+                              "(choose one with --anchor)")
+        return wanted, ""
+    if DEFAULT_ANCHOR in codecs:
+        return DEFAULT_ANCHOR, ""
+    return codecs[0], (f"anchor: {codecs[0]} ({DEFAULT_ANCHOR} is not in the run(s); choose another with --anchor "
+                       f"{'/'.join(codecs)})")
+
+
+def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, method: str = "akima", latex: bool = False,
                 log_x: bool = False, grid_images: int = 3, grid_bpp: float | None = None,
                 codecs: list[str] | None = None, title: str | None = None,
                 sizes: tuple[str, ...] = ("paper", "screen")) -> ReportFiles:
@@ -32,9 +51,7 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aggregate's notes are kept in agg.warnings and shown in the report
         agg: Aggregate = aggregate([load_run(p) for p in run_dirs], codecs=codecs)
-    if anchor not in agg.codecs:
-        raise ReportError(f"anchor {anchor!r} is not in the run(s); codecs present: {', '.join(agg.codecs)} "
-                          "(choose one with --anchor)")
+    anchor, anchor_note = pick_anchor(agg.codecs, anchor)
     tables = [bd_table(agg, anchor, kind, method) for kind in ("rate", "quality")]
     files: list[Path] = []
 
@@ -42,8 +59,12 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: st
     atomic_write_text(points_csv, agg.points.to_csv(index=False))
     files.append(points_csv)
 
-    md_parts = [f"# BD tables ({', '.join(str(p) for p in run_dirs)})", ""]
-    md_parts += [f"> {w}" for w in agg.warnings]
+    # the dataset, not the run folder: the folder name means nothing to a reader (and may not exist for them)
+    context = context_line(agg)
+    md_parts = [f"# BD tables: {context}", ""]
+    notes = [anchor_note, *agg.warnings] if anchor_note else list(agg.warnings)
+    if notes:  # a blank line after the quote, or Markdown folds the next title into it
+        md_parts += [*(f"> {w}  " for w in notes), ""]
     md_parts += [to_markdown(t) for t in tables]
     markdown = "\n".join(md_parts)
     atomic_write_text(out / "bd_tables.md", markdown)
@@ -60,6 +81,6 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str = "bpg", method: st
     files += [p for paths in figures.values() for p in paths]
     grid = build_grid(agg, n_images=grid_images, target_bpp=grid_bpp) if grid_images > 0 else None
     html_path = write_html(out / "report.html", agg, tables, figures, anchor, method, grid,
-                           title=title or f"rdp-bench report: {', '.join(Path(p).name for p in run_dirs)}")
+                           title=title or f"rdp-bench report: {context}")
     files.append(html_path)
-    return ReportFiles(out, tables, files, markdown)
+    return ReportFiles(out, tables, files, markdown, anchor, anchor_note)

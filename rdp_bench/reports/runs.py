@@ -29,12 +29,15 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """What a report needs to know about a metric; built from the metric's class, which owns these facts."""
+
     name: str
     label: str
     higher_is_better: bool
     kind: str = "image"  # "image": mean over images; "dataset": one value per (codec, rate point)
     unit: str = ""
     to_display: Callable[[float], float] | None = None
+    requirement: str = ""  # what to install / put where when it is unavailable
 
     @property
     def axis_label(self) -> str:
@@ -48,19 +51,8 @@ class MetricSpec:
         return self.to_display(value)
 
 
-def msssim_db(value: float) -> float:
-    return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)
-
-
-#: the metrics a report covers, in table order; others found in a run are appended
-KNOWN_METRICS: dict[str, MetricSpec] = {
-    "psnr": MetricSpec("psnr", "PSNR", True, unit="dB"),
-    "ms-ssim": MetricSpec("ms-ssim", "MS-SSIM", True, unit="dB", to_display=msssim_db),
-    "lpips": MetricSpec("lpips", "LPIPS", False),
-    "dists": MetricSpec("dists", "DISTS", False),
-    "fid": MetricSpec("fid", "FID", False, kind="dataset"),
-    "kid": MetricSpec("kid", "KID", False, kind="dataset"),
-}
+#: table order of the usual metrics; any other registered metric found in a run is appended
+REPORT_ORDER: tuple[str, ...] = ("psnr", "ms-ssim", "lpips", "dists", "fid", "kid")
 
 #: per-image columns that are not quality metrics
 NON_METRIC_COLUMNS = {
@@ -68,18 +60,28 @@ NON_METRIC_COLUMNS = {
     "height", "width", "bytes", "bpp", "decoding_time", "encoding_time", "device", "bitstream", "unavailable",
 }
 
+_SPECS: dict[str, MetricSpec] = {}
+
 
 def metric_spec(name: str) -> MetricSpec:
-    """Spec of a metric: the known table first, then the metric registry's ``higher_is_better``."""
-    if name in KNOWN_METRICS:
-        return KNOWN_METRICS[name]
-    try:
+    """Label, unit, direction and display transform of a registered metric, read from its class."""
+    if name not in _SPECS:
         from rdp_bench.metrics import metric_class
 
-        cls = metric_class(name)
-        return MetricSpec(name, name.upper(), bool(cls.higher_is_better), kind=getattr(cls, "kind", "image"))
-    except Exception:
-        raise KeyError(f"metric {name!r} is neither known to the report nor registered") from None
+        try:
+            cls = metric_class(name)
+        except (KeyError, ImportError):
+            raise KeyError(f"metric {name!r} is not registered") from None
+        _SPECS[name] = MetricSpec(name, cls.display_label(), bool(cls.higher_is_better), kind=getattr(cls, "kind", "image"),
+                                  unit=cls.unit, to_display=cls.to_display, requirement=cls.requirement())
+    return _SPECS[name]
+
+
+def is_dataset_metric(name: str) -> bool:
+    try:
+        return metric_spec(name).kind == "dataset"
+    except KeyError:
+        return False
 
 
 class ReportError(RuntimeError):
@@ -237,11 +239,11 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
                      and pd.api.types.is_numeric_dtype(rows[c]) and _is_metric(c)]
     dataset_metrics = sorted(set(dataset_rows["metric"].astype(str))) if not dataset_rows.empty else []
     extra_dataset = [c for c in (dataset_rows.columns if not dataset_rows.empty else [])
-                     if c in KNOWN_METRICS and KNOWN_METRICS[c].kind == "dataset" and c not in dataset_metrics]
+                     if c in REPORT_ORDER and is_dataset_metric(c) and c not in dataset_metrics]
     found = list(dict.fromkeys([*image_metrics, *dataset_metrics, *extra_dataset]))
-    wanted = metrics if metrics is not None else [m for m in KNOWN_METRICS] + [m for m in found if m not in KNOWN_METRICS]
+    wanted = metrics if metrics is not None else [*REPORT_ORDER, *[m for m in found if m not in REPORT_ORDER]]
     order = [m for m in wanted if m in found]
-    absent = [KNOWN_METRICS[m].label for m in KNOWN_METRICS if m not in found and (metrics is None or m in metrics)]
+    absent = [metric_spec(m).label for m in REPORT_ORDER if m not in found and (metrics is None or m in metrics)]
     if absent:
         notes.append(f"not measured in these runs: {', '.join(absent)} (add them with `rdp-bench run --metrics ...`)")
 
@@ -314,8 +316,6 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
 
 
 def _is_metric(column: str) -> bool:
-    if column in KNOWN_METRICS:
-        return True
     try:
         metric_spec(column)
         return True
