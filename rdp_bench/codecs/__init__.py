@@ -10,6 +10,7 @@ from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Encoded
 
 REGISTRY: dict[str, str] = {
     "jpeg": "rdp_bench.codecs.jpeg:JPEG",
+    "hyperprior": "rdp_bench.codecs.hyperprior:Hyperprior",
     "hific": "rdp_bench.codecs.hific:HiFiC",
     "msillm": "rdp_bench.codecs.msillm:MSILLM",
     "bpg": "rdp_bench.codecs.bpg:BPG",

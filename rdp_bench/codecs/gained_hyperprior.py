@@ -22,6 +22,8 @@ import torch
 from compressai.models import MeanScaleHyperprior
 from torch import nn
 
+from rdp_bench.codecs.hyperprior_coder import HyperpriorParts
+
 #: CompressAI's λ for MSE models (loss = λ·255²·MSE + bpp), lowest rate first; 0.0009 extends it down.
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
 
@@ -83,3 +85,19 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
 
     def lambdas_for(self, level: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.config.lambdas, dtype=torch.float32, device=level.device)[level]
+
+
+class GainedParts(HyperpriorParts):
+    """The coder's view of one rate level: gains applied after g_a and before g_s."""
+
+    def __init__(self, model: GainedMeanScaleHyperprior, level: int) -> None:
+        super().__init__(model)
+        if not 0 <= level < model.config.levels:
+            raise ValueError(f"rate level {level} out of range 0..{model.config.levels - 1}")
+        self.level = level
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.g_a(x) * self.model.gain.abs()[self.level][None, :, None, None]
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.model.g_s(y_hat * self.model.inv_gain.abs()[self.level][None, :, None, None])

@@ -127,8 +127,10 @@ def _optimizers(model: GainedMeanScaleHyperprior, cfg: AutoencoderJobConfig):
 
 
 def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_dir: Path = DEFAULT_JOBS_DIR,
-                      minutes: float | None = None, photos_dir: Path | None = None, log: Log = print) -> Path:
-    """Run (or continue) the job until ``cfg.max_steps`` or ``minutes`` of wall time; returns the job folder.
+                      minutes: float | None = None, photos_dir: Path | None = None, until_step: int | None = None,
+                      log: Log = print) -> Path:
+    """Run (or continue) the job until ``cfg.max_steps`` (or ``until_step``) or ``minutes`` of wall time;
+    returns the job folder.
 
     SIGTERM / SIGINT stop it at the next step boundary after saving the state."""
     from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
@@ -178,7 +180,8 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     kid_probe: _KidProbe | None = None
     levels = list(range(cfg.model_config().levels))
     try:
-        while step < cfg.max_steps and not stop["now"] and time.time() < deadline:
+        last = min(cfg.max_steps, until_step) if until_step is not None else cfg.max_steps
+        while step < last and not stop["now"] and time.time() < deadline:
             model.train()
             lr = cfg.lr * (0.1 if step >= cfg.decay_at * cfg.max_steps else 1.0)
             for group in opt.param_groups:

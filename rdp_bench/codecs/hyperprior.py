@@ -1,0 +1,124 @@
+"""``hyperprior``: rdp-bench's variable-rate mean-scale hyperprior, an MSE codec.
+
+It is stage 1 of the bundled CorrDiff (its compressor and privileged decoder D, see
+``training/hyperprior.py``), shipped on its own as the distortion-optimised reference of the
+learned codecs: D(ŷ) is what bounds CorrDiff's PSNR. One checkpoint serves every rate point; rate
+point ``qK`` is gain level K-1, whose λ the manifest records (CompressAI's MSE λ scale).
+
+Payload: ``pack_strings([z string, y string])`` from the shared ``HyperpriorCoder``; the level is
+the container's rate id. ``checkpoint=FILE`` runs another checkpoint of this architecture.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.checkpoints import load_state_dict
+from rdp_bench.container import Container
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
+DEFAULT_CHECKPOINT = "hyperprior-vr-n64m128"
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+class Hyperprior(Codec):
+    name = "hyperprior"
+    description = ("rdp-bench variable-rate mean-scale hyperprior (CompressAI mbt2018-mean layout + gain units), "
+                   "small CPU-trained model; CorrDiff's compressor + D")
+
+    def __init__(self, device: str | None = None, checkpoint: str | Path | None = None, **options: Any) -> None:
+        super().__init__(device, **options)
+        self.path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.safetensors"
+        self._model = None
+        self._coders: dict[int, Any] = {}
+
+    @classmethod
+    def availability(cls) -> Availability:
+        path = WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.safetensors"
+        if path.is_file() and path.with_suffix(".json").is_file():
+            return Availability(True)
+        return Availability(False, f"{path.name} not found in {WEIGHTS_DIR} (run `rdp-bench train autoencoder`, "
+                                   "then --export)")
+
+    @classmethod
+    def availability_for_options(cls, options: dict[str, Any]) -> Availability:
+        if options.get("checkpoint"):
+            path = Path(options["checkpoint"])
+            if not (path.is_file() and path.with_suffix(".json").is_file()):
+                return Availability(False, f"checkpoint {path} (with its .json manifest) not found")
+            return Availability(True)
+        return cls.availability()
+
+    def rate_points(self) -> list[RatePoint]:
+        lambdas = _manifest(self.path)["config"]["lambdas"]
+        return [RatePoint(f"q{i + 1}", {"level": i, "lambda": lam}) for i, lam in enumerate(lambdas)]
+
+    def checkpoint_id(self, rate_point: RatePoint) -> str:
+        return _manifest(self.path)["sha256"]
+
+    def provenance(self) -> dict[str, Any]:
+        m = _manifest(self.path)
+        t = m.get("training", {})
+        return {"weights": {"file": self.path.name, "sha256": m["sha256"], "steps": t.get("steps"),
+                            "cpu_hours": t.get("cpu_hours"), "data": t.get("data")}}
+
+    def model(self):
+        from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig, GainedMeanScaleHyperprior
+
+        if self._model is None:
+            if not self.path.is_file():
+                raise CodecUnavailable(f"{self.name}: checkpoint {self.path} not found")
+            manifest = _manifest(self.path)
+            model = GainedMeanScaleHyperprior(GainedHyperpriorConfig.from_dict(manifest["config"]))
+            model.load_state_dict(load_state_dict(self.path, expected_sha256=manifest["sha256"]))
+            self._model = model.eval()
+        return self._model
+
+    def coder(self, level: int):
+        from rdp_bench.codecs.gained_hyperprior import GainedParts
+        from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder
+
+        if level not in self._coders:
+            self._coders[level] = HyperpriorCoder(GainedParts(self.model(), level))
+        return self._coders[level]
+
+    def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
+        coder = self.coder(rate_point.params["level"])
+        out: list[tuple[bytes, dict] | None] = [None] * len(images)
+        for shape, idx in _groups(images).items():
+            enc = coder.encode(torch.stack([images[i] for i in idx]))
+            for j, i in enumerate(idx):
+                out[i] = (enc.payloads[j], {"bpp_estimated": float(enc.estimated_bits[j]) / (shape[1] * shape[2])})
+        return out  # type: ignore[return-value]
+
+    def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
+        points = self.rate_points()
+        out: list[torch.Tensor | None] = [None] * len(records)
+        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        for i, rec in enumerate(records):
+            groups[(rec.rate_id, rec.height, rec.width)].append(i)
+        for (rate_id, h, w), idx in groups.items():
+            coder = self.coder(points[rate_id].params["level"])
+            y_hat = coder.decode_latents([records[i].payload for i in idx], (h, w))
+            for i, img in zip(idx, coder.synthesize(y_hat, (h, w), self.device)):
+                out[i] = img
+        return out  # type: ignore[return-value]
+
+
+def _groups(images: Sequence[torch.Tensor]) -> dict[tuple[int, ...], list[int]]:
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, img in enumerate(images):
+        groups[tuple(img.shape)].append(i)
+    return groups
+
+
+__all__ = ["DEFAULT_CHECKPOINT", "Hyperprior", "WEIGHTS_DIR"]

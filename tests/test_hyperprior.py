@@ -1,0 +1,154 @@
+"""The shared hyperprior coder, the variable-rate hyperprior codec and its resumable training job."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdp_bench.codecs.checkpoints import save_checkpoint
+from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig, GainedMeanScaleHyperprior, GainedParts
+from rdp_bench.codecs.hyperprior import Hyperprior
+from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder, HyperpriorParts
+from rdp_bench.container import BitstreamError
+from rdp_bench.datasets import SAMPLES_DIR
+
+SMALL = GainedHyperpriorConfig(N=16, M=24, lambdas=(0.002, 0.01, 0.05))
+
+
+def _image(h: int = 96, w: int = 130, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(3, h // 8 + 1, w // 8 + 1, generator=g)
+    return torch.nn.functional.interpolate(base[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = GainedMeanScaleHyperprior(SMALL).eval()
+    out = tmp_path_factory.mktemp("hp") / "hp-small.safetensors"
+    return save_checkpoint(model.state_dict(), out, {"codec": "gained-hyperprior", "config": SMALL.to_dict()})
+
+
+def test_codec_round_trip_is_exact_and_batch_invariant(checkpoint):
+    codec = Hyperprior(device="cpu", checkpoint=checkpoint)
+    images = [_image(seed=0), _image(seed=1), _image(64, 64, seed=2)]
+    streams = codec.encode(images, "q2")
+    assert [codec.encode([im], "q2")[0] for im in images] == streams  # batch of 3 == one at a time
+    decoded = codec.decode(streams)
+    assert [tuple(d.shape) for d in decoded] == [tuple(im.shape) for im in images]
+    # the decoder sees exactly the encoder's ŷ
+    coder = codec.coder(1)
+    enc = coder.encode(torch.stack(images[:2]))
+    y_hat = coder.decode_latents(enc.payloads, (96, 130))
+    assert torch.equal(y_hat, enc.y_hat)
+    assert torch.equal(torch.stack(coder.synthesize(y_hat, (96, 130))), torch.stack(decoded[:2]))
+
+
+def test_rate_levels_are_stable_and_named_by_the_checkpoint(checkpoint):
+    codec = Hyperprior(device="cpu", checkpoint=checkpoint)
+    assert [(p.label, p.params["level"]) for p in codec.rate_points()] == [("q1", 0), ("q2", 1), ("q3", 2)]
+    with pytest.raises(ValueError):
+        GainedParts(codec.model(), 3)
+
+
+def test_corrupt_truncated_and_oversized_streams_are_refused(checkpoint):
+    from rdp_bench.container import Container
+
+    codec = Hyperprior(device="cpu", checkpoint=checkpoint)
+    stream = codec.encode([_image()], "q1")[0]
+    rec = Container.unpack(stream, expected_codec="hyperprior")
+    payload = bytearray(rec.payload)
+    payload[len(payload) // 2] ^= 0x55
+    for bad in (bytes(payload), rec.payload[:-3]):
+        with pytest.raises(BitstreamError):
+            codec.decode([Container("hyperprior", rec.rate_id, rec.height, rec.width, bad).pack()])
+    # a valid small payload under a crafted 60000 x 60000 header: refused before decoding
+    big = Container("hyperprior", rec.rate_id, 60000, 60000, rec.payload).pack()
+    with pytest.raises(BitstreamError, match="cannot describe"):
+        codec.decode([big])
+
+
+def test_coder_equals_compressai_own_compress_and_decompress():
+    """Our strings and reconstructions for CompressAI's mbt2018-mean are CompressAI's own."""
+    from compressai.models import MeanScaleHyperprior
+
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = MeanScaleHyperprior(N=16, M=24).eval()
+        model.update(force=True)
+    x = _image(128, 128)[None]
+    coder = HyperpriorCoder(HyperpriorParts(model))
+    ours = coder.encode(x)
+    theirs = model.compress(x)
+    from rdp_bench.codecs.entropy import unpack_strings
+
+    z_str, y_str = unpack_strings(ours.payloads[0], expected_count=2)
+    assert y_str == theirs["strings"][0][0] and z_str == theirs["strings"][1][0]
+    x_hat = model.decompress(theirs["strings"], theirs["shape"])["x_hat"].clamp(0, 1)
+    ours_img = coder.synthesize(coder.decode_latents(ours.payloads, (128, 128)), (128, 128))[0]
+    assert torch.allclose(ours_img, x_hat[0], atol=1e-6)
+
+
+# --- the resumable training job ---------------------------------------------------------------
+
+@pytest.fixture()
+def photos(tmp_path) -> Path:
+    """Bundled samples under other names: two to train on, one named as a validation photo."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    srcs = sorted(SAMPLES_DIR.glob("*.png"))
+    shutil.copy(srcs[0], folder / "train_a.png")
+    shutil.copy(srcs[1], folder / "train_b.png")
+    shutil.copy(srcs[2], folder / "skimage_astronaut.png")
+    return folder
+
+
+def _tiny_job(**kw):
+    from rdp_bench.training.hyperprior import AutoencoderJobConfig
+
+    return AutoencoderJobConfig(N=8, M=12, lambdas=(0.005, 0.05), crop=64, batch=2, max_steps=6, val_every=3,
+                                kid_every=0, threads=1, **kw)
+
+
+def test_training_job_resumes_to_the_same_weights(photos, tmp_path):
+    from rdp_bench.training.hyperprior import train_autoencoder
+
+    quiet = lambda msg: None  # noqa: E731
+    straight = train_autoencoder(_tiny_job(), "straight", tmp_path, photos_dir=photos, log=quiet)
+    train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=photos, until_step=3, log=quiet)
+    resumed = train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=photos, log=quiet)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(resumed / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+    val = (resumed / "val.csv").read_text().splitlines()
+    assert len(val) == 1 + 2 * 2  # header + 2 validations x 2 levels, none duplicated by the resume
+    assert (resumed / "curves.png").stat().st_size > 0
+
+
+def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
+    from rdp_bench.training.hyperprior import export_autoencoder, train_autoencoder
+    from rdp_bench.training.job import JobMismatch
+
+    quiet = lambda msg: None  # noqa: E731
+    folder = train_autoencoder(_tiny_job(), "job", tmp_path, photos_dir=photos, log=quiet)
+    with pytest.raises(JobMismatch, match="lr"):
+        train_autoencoder(_tiny_job(lr=1e-3), "job", tmp_path, photos_dir=photos, log=quiet)
+    path = export_autoencoder(folder, tmp_path / "w", "hp-test")
+    codec = Hyperprior(device="cpu", checkpoint=path)
+    assert len(codec.rate_points()) == 2
+    img = _image(64, 64)
+    assert codec.decode(codec.encode([img], "q2"))[0].shape == img.shape
+    from rdp_bench.codecs.checkpoints import read_manifest
+
+    training = read_manifest(path)["training"]
+    assert training["steps"] == 6 and "skimage_astronaut.png" in training["validation_photos"]
+    assert "skimage_astronaut.png" not in training["train_photos"]
