@@ -393,41 +393,60 @@ def check(
     max_kid_rise: float = typer.Option(0.002, "--max-kid-rise", help="Allowed KID rise per rate point."),
     max_bdrate_worsening: float = typer.Option(1.0, "--max-bdrate-worsening", help="Allowed BD-rate vs the baseline curve, in percent."),
     fail_on_checkpoint_change: bool = typer.Option(False, "--fail-on-checkpoint-change", help="A different checkpoint sha256 is a failure."),
-    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here (e.g. $GITHUB_STEP_SUMMARY)."),
+    spread: Optional[list[Path]] = typer.Option(None, "--spread", help="A re-run of the baseline (other seed or machine); repeatable. Tolerances become at least --spread-factor × the measured difference."),
+    spread_factor: float = typer.Option(2.0, "--spread-factor", help="Tolerance = max(given, this × measured spread)."),
+    details: bool = typer.Option(False, "--details", help="Also print every check, not only failures and one line per codec."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the result as Markdown here (e.g. $GITHUB_STEP_SUMMARY); every check is in a collapsed block."),
 ) -> None:
     """Regression gate: exit 1 when a codec got worse than the baseline run beyond the tolerances."""
+    from rich.markup import escape  # "[dB]" is text here, not a style tag
+
     from rdp_bench.reports.check import Tolerances, run_check
     from rdp_bench.reports.runs import ReportError
 
     tol = Tolerances(max_bpp_rise, max_psnr_drop, max_msssim_drop, max_lpips_rise, max_dists_rise, max_fid_rise,
-                     max_kid_rise, max_bdrate_worsening, fail_on_checkpoint_change)
+                     max_kid_rise, max_bdrate_worsening, fail_on_checkpoint_change, spread_factor)
     try:
-        result = run_check(new_run, baseline, tol, codecs=_split(codec) or None)
+        result = run_check(new_run, baseline, tol, codecs=_split(codec) or None, spread=spread or None)
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    wide = Console(width=max(console.width, 150))  # CI logs are not terminals: don't wrap at 80
     colours = {"FAIL": "bold red", "ok": "green", "changed": "yellow", "skip": "dim"}
-    table = Table(title=f"rdp-bench check {new_run} against {baseline} ({result.images} images)")
-    for col in ("codec", "rate", "check", "baseline", "new", "change", "tolerance", "status"):
-        table.add_column(col)
-    for r in result.rows:
-        from rich.markup import escape  # "[dB]" is text here, not a style tag
 
-        table.add_row(*(escape(v) for v in (r.codec, r.rate, r.check, r.baseline, r.new, r.change, r.tolerance)),
-                      f"[{colours.get(r.status, '')}]{r.status}[/]")
-    Console(width=max(console.width, 150)).print(table)  # CI logs are not terminals: don't wrap at 80
+    def rows_table(title: str, rows) -> Table:
+        table = Table(title=title)
+        for col in ("codec", "rate", "check", "baseline", "new", "change", "tolerance", "status"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(*(escape(v) for v in (r.codec, r.rate, r.check, r.baseline, r.new, r.change, r.tolerance)),
+                          f"[{colours.get(r.status, '')}]{r.status}[/]")
+        return table
+
+    wide.print(f"rdp-bench check {new_run} against {baseline}: {result.images} image{'s' if result.images != 1 else ''}",
+               highlight=False, markup=False)
+    if result.failures:  # first, so a CI log shows them without scrolling
+        wide.print(rows_table(f"{len(result.failures)} failure(s)", result.failures))
+    for verdict in result.verdicts():
+        style = "green" if verdict.passed else "bold red"
+        wide.print(f"[{style}]{escape(verdict.line())}[/]", highlight=False)
     for note in result.notes:
-        console.print(f"note: {note}", markup=False)
+        wide.print(f"note: {note}", markup=False, highlight=False)
+    if details:
+        wide.print(rows_table(f"every check ({len(result.rows)})", result.rows))
+    else:
+        console.print("(every check: --details)", style="dim", highlight=False)
     if markdown:
         with open(markdown, "a", encoding="utf-8") as f:
             f.write(result.markdown())
+    # the last line names what failed: it is what a CI summary shows
     if result.failures:
-        console.print(f"[bold red]FAILED[/]: {len(result.failures)} regression(s) beyond tolerance")
+        wide.print(f"[bold red]{escape(result.verdict())}[/]", highlight=False)
         raise typer.Exit(1)
     if not result.passed:
-        console.print("[bold red]error[/]: nothing was compared (no shared codec, rate point or metric)")
+        console.print(f"[bold red]{escape(result.verdict())}[/]", highlight=False)
         raise typer.Exit(2)
-    console.print(f"[green]passed[/]: {result.compared} checks within tolerance")
+    console.print(f"[green]{escape(result.verdict())}[/]", highlight=False)
 
 
 def main() -> None:

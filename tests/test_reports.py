@@ -384,3 +384,90 @@ def test_clean_reason_keeps_urls_and_drops_machine_paths():
     text = clean_reason("x.pth not found: put x.pth (from https://a.org/m/x.pth) in /root/.cache/torch/hub/checkpoints "
                         "(download failed (could not download https://a.org/m/x.pth: <urlopen error>))")
     assert text == "x.pth not found: put x.pth (from https://a.org/m/x.pth) in …/checkpoints"
+
+
+# ------------------------------------------------------------------------------------------
+# the gate's output: failures first, a line per codec, details behind a flag
+# ------------------------------------------------------------------------------------------
+
+def test_check_puts_failures_first_and_names_them_last(jpeg_runs, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(jpeg_runs[0], new)
+    _inject(new, psnr_delta=-0.3)
+    res = _run(["check", str(new), "--baseline", str(jpeg_runs[0]), "--markdown", str(tmp_path / "s.md")])
+    assert res.exit_code == 1, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    first_fail = next(i for i, line in enumerate(lines) if "FAIL" in line)
+    codec_line = next(i for i, line in enumerate(lines) if line.startswith("jpeg: FAIL"))
+    assert first_fail < codec_line  # the failures table comes before the per-codec summary
+    assert "worst: PSNR [dB] at q35 -0.3000 (drop ≤ 0.05 dB), over by 0.25 dB" in lines[codec_line]
+    assert lines[-1].startswith("FAILED: 2 regression(s): jpeg PSNR [dB] at q35 -0.3000") and "BD-rate (PSNR)" in lines[-1]
+    assert res.output.count(" ok ") == 0 and "every check: --details" in res.output  # no wall of ok rows
+    detailed = _run(["check", str(new), "--baseline", str(jpeg_runs[0]), "--details"])
+    assert detailed.output.count("│ ok ") >= 5 and "every check" in detailed.output
+    md = (tmp_path / "s.md").read_text()
+    assert md.index("**Failures**") < md.index("- jpeg: FAIL") < md.index("<details>")
+    assert md.rstrip().splitlines()[-1].startswith("FAILED: 2 regression(s)")
+
+
+def test_check_says_which_baseline_images_the_new_run_lacks(jpeg_runs, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(jpeg_runs[0], new)
+    table = pd.read_csv(new / "results.csv")
+    dropped = sorted(table["image_id"].unique())[-1]
+    table[table["image_id"] != dropped].to_csv(new / "results.csv", index=False)
+    res = _run(["check", str(new), "--baseline", str(jpeg_runs[0])])
+    assert res.exit_code == 0, res.output
+    assert "covers 1 of the baseline's 2 images" in res.output and dropped in res.output
+
+
+def _synthetic_pair(tmp_path: Path) -> tuple[Path, Path]:
+    base = _synthetic_run(tmp_path / "base")
+    new = tmp_path / "new"
+    shutil.copytree(base, new)
+    return base, new
+
+
+def test_check_compares_fid_and_kid_when_both_runs_have_them(tmp_path):
+    base, new = _synthetic_pair(tmp_path)
+    same = _run(["check", str(new), "--baseline", str(base), "--details"])
+    assert same.exit_code == 0 and re.search(r"│ alpha\s+│ r1\s+│ FID\s.*ok", same.output), same.output
+    d = pd.read_csv(new / "dataset_metrics.csv")
+    d.loc[(d["codec"] == "beta") & (d["rate_label"] == "r2"), "value"] += 5.0  # FID 5 worse at one rate point
+    d.to_csv(new / "dataset_metrics.csv", index=False)
+    res = _run(["check", str(new), "--baseline", str(base)])
+    assert res.exit_code == 1 and re.search(r"│ beta\s+│ r2\s+│ FID\s.*FAIL", res.output), res.output
+    # computed on other image sets, they are not compared, and the gate says so
+    d["images"] = 2
+    d.to_csv(new / "dataset_metrics.csv", index=False)
+    other = _run(["check", str(new), "--baseline", str(base)])
+    assert "FID: not compared, the runs computed it on different image sets (baseline: 3 images, new run: 2)" in other.output
+    # a baseline metric the new run did not measure is named
+    (new / "dataset_metrics.csv").write_text("")
+    lacking = _run(["check", str(new), "--baseline", str(base)])
+    assert "FID: in the baseline, not measured in the new run" in lacking.output, lacking.output
+
+
+def _noisy_copy(src: Path, dst: Path, psnr_noise: list[float]) -> Path:
+    """A re-run of ``src`` whose PSNR differs per rate point by ``psnr_noise`` dB (float noise of a decoder)."""
+    shutil.copytree(src, dst)
+    t = pd.read_csv(dst / "results.csv")
+    for rid, noise in enumerate(psnr_noise):
+        t.loc[t["rate_id"] == rid, "psnr"] += noise
+    t.to_csv(dst / "results.csv", index=False)
+    return dst
+
+
+def test_check_tolerance_from_a_measured_spread(tmp_path):
+    base = _synthetic_run(tmp_path / "base")
+    rerun = _noisy_copy(base, tmp_path / "rerun", [0.08, -0.1, 0.06, -0.09])  # same weights, another machine
+    unchanged = _noisy_copy(base, tmp_path / "unchanged", [-0.1, 0.1, -0.1, 0.05])  # this machine, same weights
+    plain = _run(["check", str(unchanged), "--baseline", str(base), "--codec", "alpha"])
+    assert plain.exit_code == 1, plain.output  # fixed 0.05 dB: float noise fails the gate
+    spread = _run(["check", str(unchanged), "--baseline", str(base), "--codec", "alpha", "--spread", str(rerun),
+                   "--details"])
+    assert spread.exit_code == 0, spread.output
+    assert "measured spread" in spread.output
+    regressed = _noisy_copy(base, tmp_path / "regressed", [-0.6, -0.5, -0.7, -0.6])  # a real regression
+    res = _run(["check", str(regressed), "--baseline", str(base), "--codec", "alpha", "--spread", str(rerun)])
+    assert res.exit_code == 1 and "PSNR" in res.output.splitlines()[-1], res.output
