@@ -28,6 +28,8 @@ _FIXED = struct.Struct(">4sBB")
 _SHAPE = struct.Struct(">HIII")
 _CRC = struct.Struct(">I")
 MAX_SIDE = 1 << 20
+#: default pixel limit of decoding and of input images (``--max-pixels``): 100 MP, about a 12000x8000 photo
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 class BitstreamError(ValueError):

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from rdp_bench.container import DEFAULT_MAX_PIXELS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageReadError(OSError):
@@ -40,16 +43,73 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def load_image_uint8(path: str | Path) -> np.ndarray:
-    """Read an image as an HxWx3 uint8 RGB array. Raises ImageReadError naming the file."""
+def _pixel_limit(max_pixels: int | None) -> int:
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    # Pillow refuses images over 2x its own limit inside Image.open; lift it to ours when ours is larger
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    return limit
+
+
+def _check_still(img: Image.Image, path: Path) -> None:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        # a still-image benchmark: which frame to score is the user's call, not ours
+        raise ImageReadError(f"cannot read image {path}: animated ({frames} frames); rdp-bench measures still "
+                             "images, so save the frame you want as its own file")
+
+
+def _oriented_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied (5..8 swap the sides)."""
+    w, h = img.size
+    return (h, w) if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+
+
+def image_shape(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """(height, width) of an image as ``load_image_uint8`` returns it, from the header only."""
     path = Path(path)
+    limit = _pixel_limit(max_pixels)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
             with Image.open(path) as img:
+                w, h = _oriented_size(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc} (over the {limit} pixel limit, --max-pixels)") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    if w * h > limit:
+        raise ImageReadError(f"cannot read image {path}: {w}x{h} = {w * h / 1e6:.1f} MP is over the "
+                             f"{limit / 1e6:g} MP limit (raise it with --max-pixels)")
+    return h, w
+
+
+def load_image_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image as an HxWx3 uint8 RGB array. Raises ImageReadError naming the file.
+
+    The size is checked against ``max_pixels`` (default ``DEFAULT_MAX_PIXELS``) from the header, before
+    the pixels are decoded. EXIF orientation is applied, as viewers do; animated images are refused.
+    """
+    path = Path(path)
+    limit = _pixel_limit(max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = _oriented_size(img)
+                if w * h > limit:
+                    raise ImageReadError(f"cannot read image {path}: {w}x{h} = {w * h / 1e6:.1f} MP is over the "
+                                         f"{limit / 1e6:g} MP limit (raise it with --max-pixels)")
+                _check_still(img, path)
                 img.load()
+                if img.getexif().get(EXIF_ORIENTATION, 1) in range(2, 9):
+                    img = ImageOps.exif_transpose(img)  # how viewers show it
                 return _to_rgb8(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc} (over the {limit} pixel limit, --max-pixels)") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 
 

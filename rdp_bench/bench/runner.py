@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from rdp_bench.atomic import atomic_path
@@ -29,7 +29,8 @@ from rdp_bench.bench.tasks import BatchTask, ItemResult, TaskItem
 from rdp_bench.codecs import Codec, get_codec
 from rdp_bench.codecs.base import select_device
 from rdp_bench.datasets import Dataset, load_dataset
-from rdp_bench.imageio import save_image, uint8_to_tensor
+from rdp_bench.container import DEFAULT_MAX_PIXELS
+from rdp_bench.imageio import ImageReadError, image_shape, save_image, uint8_to_tensor
 from rdp_bench.metrics import DEFAULT_METRICS, DatasetMetric, get_metric, metric_availability, metric_class
 
 #: values of ``--amp`` (None = full precision)
@@ -62,6 +63,8 @@ class RunConfig:
     allow_download: bool = True
     progress: bool = True
     argv: list[str] | None = None
+    #: pixel limit of input images and of decoded bitstreams (``--max-pixels``)
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _slug(text: str) -> str:
@@ -102,13 +105,40 @@ class Sweep:
         self._refuse_mixed_amp()
         self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
         self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
+        for codec in self.codecs.values():
+            codec.max_pixels = cfg.max_pixels
         # fixed once: a codec that discovers new checkpoints mid-run must not change what is finalized
         self.rate_points = {name: select_rate_points(codec, cfg.rates) for name, codec in self.codecs.items()}
         self.metric_status = {m: metric_availability(m, **cfg.metric_options) for m in cfg.metrics}
         self.unavailable = tuple(sorted((m, s.reason) for m, s in self.metric_status.items() if not s))
         self.dataset_metrics = [m for m in cfg.metrics if issubclass(metric_class(m), DatasetMetric)]
         self.image_metrics = [m for m in cfg.metrics if m not in self.dataset_metrics]
-        self.hashes = {item.image_id: item.sha256() for item in self.dataset.items}
+        self.errors: list[dict[str, str]] = [
+            {"image_id": image_id, "path": str(self.dataset.root / image_id), "error": f"cannot read image: {reason}"}
+            for image_id, reason in self.dataset.skipped
+        ]
+        self.hashes = self._hash_images()
+
+    def _hash_images(self) -> dict[str, str]:
+        """Pixel hash per image id; an unreadable image is recorded in ``errors`` and dropped from the run."""
+        hashes, readable = {}, []
+        for item in self.dataset.items:
+            try:
+                hashes[item.image_id] = item.sha256(self.cfg.max_pixels)
+            except ImageReadError as exc:
+                self.errors.append({"image_id": item.image_id, "path": str(item.path), "error": str(exc)})
+                continue
+            readable.append(item)
+        self.dataset.items = readable
+        return hashes
+
+    def write_errors(self) -> None:
+        """``errors.csv``: the images this run could not use (removed when there are none)."""
+        path = self.run_dir / "errors.csv"
+        if not self.errors:
+            path.unlink(missing_ok=True)
+            return
+        atomic_write_text(path, pd.DataFrame(self.errors, columns=["image_id", "path", "error"]).to_csv(index=False))
 
     def _refuse_mixed_amp(self) -> None:
         # rows are keyed by checkpoint, not precision: AMP and fp32 results must not share a run folder
@@ -137,10 +167,8 @@ class Sweep:
     def partial_path(self, metric: str, codec: str, checkpoint: str, rate: str, sha: str) -> Path:
         return self.run_dir / "partials" / metric / codec / checkpoint[:12] / _slug(rate) / f"{sha[:24]}.npz"
 
-    @staticmethod
-    def shape_of(item) -> tuple[int, int]:
-        with Image.open(item.path) as im:
-            return im.size[1], im.size[0]
+    def shape_of(self, item) -> tuple[int, int]:
+        return image_shape(item.path, self.cfg.max_pixels)
 
     # planning -----------------------------------------------------------------------------------
     def plan(self) -> list[BatchTask]:
@@ -152,7 +180,7 @@ class Sweep:
                 todo_by_shape: dict[tuple[int, int], list[TaskItem]] = defaultdict(list)
                 for item in self.dataset.items:
                     sha = self.hashes[item.image_id]
-                    row = self.store.get((name, ckpt, point.label, sha))
+                    row = self.store.get((name, ckpt, point.label, sha, item.image_id))
                     rel = self.bitstream_rel(name, ckpt, point.label, item.image_id, sha)
                     missing_partial = any(
                         not self.partial_path(m, name, ckpt, point.label, sha).exists() for m in available_dataset_metrics
@@ -177,6 +205,7 @@ class Sweep:
                                 metric_options=tuple(sorted(self.cfg.metric_options.items())),
                                 device=self.cfg.device,
                                 save_recon=self.cfg.save_recon,
+                                max_pixels=self.cfg.max_pixels,
                             )
                         )
         return tasks
@@ -229,12 +258,14 @@ class Sweep:
 
     def write_summaries(self) -> None:
         current = set(self.hashes.values())
+        files = set(self.hashes.items())
         for name, codec in self.codecs.items():
             results: dict[str, list[Any]] = defaultdict(list)
             for point in self.rate_points[name]:
                 ckpt = codec.checkpoint_id(point)
                 rows = [r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
-                        and r["rate_label"] == point.label and r["image_sha256"] in current]
+                        and r["rate_label"] == point.label
+                        and (r.get("image_id"), r["image_sha256"]) in files]
                 if not rows:
                     continue
                 results["rate_label"].append(point.label)
@@ -284,7 +315,9 @@ class Sweep:
         entry = {
             **base_provenance(self.device, self.cfg.seed, self.cfg.argv),
             "dataset": {"name": self.dataset.name, "root": str(self.dataset.root), "images": len(self.dataset),
-                        "fingerprint": dataset_fingerprint(self.hashes.values())},
+                        "fingerprint": dataset_fingerprint(self.hashes.values()),
+                        "unreadable": {e["image_id"]: e["error"] for e in self.errors}},
+            "max_pixels": self.cfg.max_pixels,
             "executor": self.cfg.executor,
             "amp": self.cfg.amp,
             "batch_size": self.cfg.batch_size,
@@ -300,6 +333,7 @@ class Sweep:
         torch.manual_seed(self.cfg.seed)
         np.random.seed(self.cfg.seed)
         self.write_provenance()
+        self.write_errors()
         tasks = self.plan()
         total = sum(len(t.items) for t in tasks)
         executor = get_executor(self.cfg.executor, **self.cfg.executor_options)

@@ -19,11 +19,12 @@ import pandas as pd
 
 from rdp_bench.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 
-KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256")
+#: a row per file: two files with identical pixels keep their own rows (and image ids)
+KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256", "image_id")
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row[k]) for k in KEY_FIELDS)
+    return tuple(str(row.get(k, "")) for k in KEY_FIELDS)
 
 
 def _json_default(value: Any) -> Any:

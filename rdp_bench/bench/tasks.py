@@ -19,7 +19,7 @@ import torch
 
 from rdp_bench.atomic import atomic_write_bytes
 from rdp_bench.codecs import Codec, get_codec
-from rdp_bench.container import BitstreamError, Container, bits_per_pixel
+from rdp_bench.container import DEFAULT_MAX_PIXELS, BitstreamError, Container, bits_per_pixel
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
 from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
 
@@ -47,6 +47,7 @@ class BatchTask:
     metric_options: tuple[tuple[str, Any], ...] = ()
     device: str | None = None
     save_recon: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     @property
     def shape_key(self) -> tuple[str, str]:
@@ -73,6 +74,7 @@ class InstanceCache:
         key = (task.codec, task.device, task.codec_options)
         if key not in self._codecs:
             self._codecs[key] = get_codec(task.codec, device=task.device, **dict(task.codec_options))
+        self._codecs[key].max_pixels = task.max_pixels
         return self._codecs[key]
 
     def metric(self, name: str, task: BatchTask) -> Metric:
@@ -100,7 +102,7 @@ def _stored_rate_id(path: Path, codec: str) -> int | None:
 
 def load_task_images(task: BatchTask) -> list[np.ndarray]:
     """The task's images as uint8 HxWx3 arrays, in item order."""
-    return [load_image_uint8(item.path) for item in task.items]
+    return [load_image_uint8(item.path, task.max_pixels) for item in task.items]
 
 
 def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None = None,

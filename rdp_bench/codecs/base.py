@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from rdp_bench.container import BitstreamError, Container
+from rdp_bench.container import DEFAULT_MAX_PIXELS, BitstreamError, Container
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,24 @@ def select_device(preference: str | None = None) -> torch.device:
     return torch.device(preference)
 
 
+#: no codec here spends more than this per pixel (24 bits per colour sample, 8x raw RGB) plus a fixed
+#: allowance for headers; a longer payload is not an image of the header's size
+MAX_PAYLOAD_BYTES_PER_PIXEL = 24
+PAYLOAD_ALLOWANCE = 1 << 20
+
+
+def check_bounds(codec: str, rec: Container, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse a container before decoding when its header asks for too many pixels, or its payload is
+    implausibly long for the declared size (both would make a decoder allocate or work without bound)."""
+    pixels = rec.height * rec.width
+    if pixels > max_pixels:
+        raise BitstreamError(f"{codec}: header declares {rec.width}x{rec.height} = {pixels / 1e6:.1f} MP, over the "
+                             f"{max_pixels / 1e6:g} MP decoding limit (--max-pixels)")
+    if len(rec.payload) > PAYLOAD_ALLOWANCE + MAX_PAYLOAD_BYTES_PER_PIXEL * pixels:
+        raise BitstreamError(f"{codec}: {len(rec.payload)}-byte payload is too long for a "
+                             f"{rec.width}x{rec.height} image")
+
+
 class Codec(ABC):
     """Base class: subclasses set ``name`` and implement the payload methods.
 
@@ -63,6 +81,8 @@ class Codec(ABC):
     description: ClassVar[str] = ""
     #: True when decoding benefits from a GPU (diffusion); the Ray executor asks for one then.
     wants_gpu: ClassVar[bool] = False
+    #: ``--max-pixels``: a container whose header declares more pixels is refused before any decoding
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __init__(self, device: str | None = None, **options: Any) -> None:
         self.device = select_device(device)
@@ -136,6 +156,7 @@ class Codec(ABC):
         for rec in records:
             if rec.rate_id >= n_points:
                 raise BitstreamError(f"{self.name}: rate point {rec.rate_id} does not exist ({n_points} known)")
+            check_bounds(self.name, rec, self.max_pixels)
         try:
             images = self.decode_payloads(records)
         except BitstreamError:

@@ -446,6 +446,53 @@ def ue7(v: int) -> bytes:
     return bytes(reversed(out))
 
 
+def check_hevc_declared(stream: bytes, height: int, width: int, chroma: str) -> None:
+    """Refuse an HEVC stream whose SPS (every one: a later SPS would replace the first) declares another
+    coded size, chroma format or bit depth than the container header implies. Parses headers only.
+
+    The coded size is the header's padded to a multiple of 8 (``padded_size``), so a header up to 7 px
+    smaller than the coded picture cannot be told apart here: the stream carries no crop window.
+    """
+    units = split_nal_units(stream)
+    types = [nal_type(stream, hdr) for _, hdr, _ in units]
+    if len(units) < 4 or types[:3] != [32, 33, 34]:
+        raise BitstreamError(f"bpg: expected VPS, SPS, PPS, slice NAL units, got types {types[:8]}")
+    want = padded_size(height, width)[::-1]
+    idc = 1 if chroma == "420" else 3
+    for (_, hdr, end), kind in zip(units, types):
+        if kind != 33:
+            continue
+        sps = parse_sps(stream[hdr:end])
+        if (sps["width"], sps["height"]) != want:
+            raise BitstreamError(f"bpg: SPS declares a {sps['width']}x{sps['height']} picture, "
+                                 f"the header implies {want[0]}x{want[1]}")
+        if sps["chroma_format_idc"] != idc or sps["bit_depth_luma"] != 8 or sps["bit_depth_chroma"] != 8:
+            raise BitstreamError("bpg: SPS declares another chroma format or bit depth than 8-bit " + chroma)
+
+
+def bpg_file_declared(data: bytes) -> tuple[int, int]:
+    """(height, width) in a .bpg file's header (magic, 2 flag bytes, ue7 width, ue7 height)."""
+    if len(data) < 6 or not data.startswith(BPG_MAGIC):
+        raise BitstreamError("bpg: not a .bpg file")
+    if data[5] & 1:
+        raise BitstreamError("bpg: animated .bpg files are not decoded")
+    pos, sides = 6, []
+    for _ in range(2):
+        value = 0
+        for _ in range(5):
+            if pos >= len(data):
+                raise BitstreamError("bpg: .bpg header ends early")
+            byte = data[pos]
+            pos += 1
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        else:
+            raise BitstreamError("bpg: malformed size in the .bpg header")
+        sides.append(value)
+    return sides[1], sides[0]
+
+
 def bpg_file_layout(stream: bytes, height: int, width: int, chroma: str) -> dict[str, int]:
     """Byte counts of the .bpg file bpgenc 0.9.8 writes for this x265 stream.
 
@@ -614,7 +661,7 @@ class BPG(Codec):
         images = []
         for rec in records:
             if rec.payload.startswith(BPG_MAGIC):
-                rgb = self._decode_binary(rec.payload)
+                rgb = self._decode_binary(rec.payload, rec.height, rec.width)
             else:
                 rgb = self.decode_rgb(rec.payload, rec.height, rec.width)
             if rgb.shape != (rec.height, rec.width, 3):
@@ -625,18 +672,21 @@ class BPG(Codec):
     def decode_rgb(self, stream: bytes, height: int, width: int) -> np.ndarray:
         if not stream.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
             raise BitstreamError(f"{self.name}: payload is not an HEVC Annex-B stream")
+        check_hevc_declared(stream, height, width, self.chroma)  # before FFmpeg sizes its picture buffers
         planes = hevc_decode(stream, self.chroma)
         ph, pw = padded_size(height, width)
         if planes[0].shape != (ph, pw):
             raise BitstreamError(f"{self.name}: HEVC picture is {planes[0].shape}, expected {ph}x{pw}")
         return rgb_from_planes(planes, height, width, self.chroma)
 
-    def _decode_binary(self, data: bytes) -> np.ndarray:
+    def _decode_binary(self, data: bytes, height: int, width: int) -> np.ndarray:
         from PIL import Image
 
         _, dec = self.binaries()
         if not dec:
             raise BitstreamError(f"{self.name}: payload is a .bpg file written by bpgenc; decoding it needs bpgdec on PATH")
+        if bpg_file_declared(data) != (height, width):
+            raise BitstreamError(f"{self.name}: .bpg file declares {bpg_file_declared(data)}, header says {height}x{width}")
         with tempfile.TemporaryDirectory(prefix="rdp-bpg-") as tmp:
             src, dst = Path(tmp) / "in.bpg", Path(tmp) / "out.png"
             src.write_bytes(data)

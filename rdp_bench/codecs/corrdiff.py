@@ -83,7 +83,9 @@ DEFAULT_STEPS = 8  # the paper's N, used on GPU
 #: default N on CPU, where every step is a full UNet pass at image size on both ends (keeps the
 #: README's main job at a few minutes; pass ``steps=8`` for the paper's setting)
 CPU_DEFAULT_STEPS = 2
-MAX_STEPS = 255
+#: most DDIM steps a stream may ask for (encoder and decoder): each is a full UNet pass at image size,
+#: so the step byte is bounded well below 255 (64 = 8x the paper's N)
+MAX_STEPS = 64
 #: version, steps, granularity id, precision id, tile size
 _HEADER = struct.Struct(">BBBBH")
 _MODES = ("corrected", "diffusion-only", "e2e")
@@ -151,6 +153,8 @@ def _unpack_payload(payload: bytes) -> tuple[int, GammaLayout, str, bytes, bytes
     version, steps, gran_id, prec_id, tile = _HEADER.unpack(header)
     if version != PAYLOAD_VERSION:
         raise BitstreamError(f"CorrDiff payload version {version} (this build reads {PAYLOAD_VERSION})")
+    if steps > MAX_STEPS:
+        raise BitstreamError(f"CorrDiff stream asks for {steps} steps (at most {MAX_STEPS})")
     grans = {v: k for k, v in GRANULARITY_IDS.items()}
     precs = {v: k for k, v in QUANTIZER_IDS.items()}
     if gran_id not in grans or prec_id not in precs:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from rdp_bench.codecs.base import Codec, RatePoint
+from rdp_bench.codecs.pillow_codec import check_declared
 from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
 
@@ -56,8 +57,7 @@ class JPEG2000(Codec):
             if not (rec.payload.startswith(J2K_SOC) and rec.payload.endswith(J2K_EOC)):
                 raise BitstreamError("jpeg2000: payload is not a complete J2K codestream (SOC ... EOC)")
             with Image.open(io.BytesIO(rec.payload), formats=["JPEG2000"]) as im:
+                check_declared(self.name, im, rec)  # the SIZ marker, parsed before OpenJPEG allocates
                 im.load()
-                if im.size != (rec.width, rec.height):
-                    raise BitstreamError(f"jpeg2000: picture is {im.size}, header says {rec.width}x{rec.height}")
                 images.append(uint8_to_tensor(np.asarray(im.convert("RGB"))))
         return images

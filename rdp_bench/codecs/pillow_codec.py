@@ -15,6 +15,19 @@ from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
 
 
+def check_declared(codec: str, im: Image.Image, rec: Container) -> None:
+    """Compare the size (and frame count) a lazily opened Pillow image declares with the container header.
+
+    Called between ``Image.open`` (header parse) and ``load`` (the allocation), so a stream declaring
+    another size is refused before its pixels are decoded.
+    """
+    if im.size != (rec.width, rec.height):
+        raise BitstreamError(f"{codec}: stream declares {im.size[0]}x{im.size[1]}, header says {rec.width}x{rec.height}")
+    frames = getattr(im, "n_frames", 1)
+    if frames != 1:
+        raise BitstreamError(f"{codec}: stream holds {frames} frames, expected one picture")
+
+
 class PillowCodec(Codec):
     """A subclass names the Pillow format, its quality sweep, its save options and its file signature."""
 
@@ -47,8 +60,7 @@ class PillowCodec(Codec):
                 raise BitstreamError(f"{self.name}: payload is not a {self.pil_format} file")
             # Pillow refuses truncated files (LOAD_TRUNCATED_IMAGES is off), so damage raises here
             with Image.open(io.BytesIO(rec.payload), formats=[self.pil_format]) as im:
+                check_declared(self.name, im, rec)  # Image.open parsed only the header: nothing decoded yet
                 im.load()
-                if im.size != (rec.width, rec.height):
-                    raise BitstreamError(f"{self.name}: picture is {im.size}, header says {rec.width}x{rec.height}")
                 images.append(uint8_to_tensor(np.asarray(im.convert("RGB"))))
         return images

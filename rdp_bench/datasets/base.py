@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,45 @@ class ImageItem:
     image_id: str
     path: Path
 
-    def load_uint8(self) -> np.ndarray:
-        return load_image_uint8(self.path)
+    def load_uint8(self, max_pixels: int | None = None) -> np.ndarray:
+        return load_image_uint8(self.path, max_pixels)
 
     def load(self) -> torch.Tensor:
         return uint8_to_tensor(self.load_uint8())
 
-    def sha256(self) -> str:
-        return image_sha256(self.load_uint8())
+    def sha256(self, max_pixels: int | None = None) -> str:
+        return image_sha256(self.load_uint8(max_pixels))
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted for a stable order."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return find_images(folder)[0]
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why an image-named path that is not a regular file cannot be read (None: a folder, not an image)."""
+    if path.is_dir():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop like this
+        return "symbolic link loop"
+    except OSError as exc:
+        return "symbolic link loop" if exc.errno == errno.ELOOP else f"broken link or unreadable ({exc.strerror})"
+    return "not a regular file"
+
+
+def find_images(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(image files, [(path, reason)] of image-named entries that cannot be read: link loops, dangling links)."""
+    found, skipped = [], []
+    for p in folder.rglob("*"):
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            found.append(p)
+        elif (reason := _unreachable(p)) is not None:
+            skipped.append((p, reason))
+    return sorted(found), sorted(skipped)
 
 
 @dataclass
@@ -49,6 +76,8 @@ class Dataset:
     name: str
     root: Path
     items: list[ImageItem]
+    #: (image id, reason) of image-named entries that cannot be read (the sweep reports them)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,7 +87,8 @@ class Dataset:
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetUnavailable(f"dataset folder {folder} does not exist")
-        paths = list_images(folder)
+        paths, skipped = find_images(folder)
         if not paths:
             raise DatasetUnavailable(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-        return cls(name, folder, [ImageItem(p.relative_to(folder).as_posix(), p) for p in paths])
+        return cls(name, folder, [ImageItem(p.relative_to(folder).as_posix(), p) for p in paths],
+                   [(p.relative_to(folder).as_posix(), reason) for p, reason in skipped])
