@@ -66,10 +66,14 @@ def test_corrupt_truncated_and_oversized_streams_are_refused(checkpoint):
     for bad in (bytes(payload), rec.payload[:-3]):
         with pytest.raises(BitstreamError):
             codec.decode([Container("hyperprior", rec.rate_id, rec.height, rec.width, bad).pack()])
-    # a valid small payload under a crafted 60000 x 60000 header: refused before decoding
+    # crafted sizes: over the pixel limit, or far more latents than the strings can carry
     big = Container("hyperprior", rec.rate_id, 60000, 60000, rec.payload).pack()
-    with pytest.raises(BitstreamError, match="cannot describe"):
+    with pytest.raises(BitstreamError):
         codec.decode([big])
+    from rdp_bench.codecs.entropy import pack_strings
+
+    with pytest.raises(BitstreamError, match="cannot describe"):
+        codec.coder(0).decode_latents([pack_strings([b"\0" * 4, b"\0" * 4])], (9000, 9000))
 
 
 def test_coder_equals_compressai_own_compress_and_decompress():

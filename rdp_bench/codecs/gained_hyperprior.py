@@ -72,15 +72,20 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         """x in [0, 1], ``level`` (B,) rate-level indices -> x̂, likelihoods and the gained latents."""
         gain, inv_gain = self._gains(level)
         y = self.g_a(x) * gain
-        z = self.h_a(y)
-        _, z_likelihoods = self.entropy_bottleneck(z)
-        z_offset = self.entropy_bottleneck._get_medians()
-        z_hat = z + (torch.round(z - z_offset) + z_offset - z).detach()
-        scales, means = self.h_s(z_hat).chunk(2, 1)
-        _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
-        y_hat = y + (torch.round(y - means) + means - y).detach()
-        y_dec = y_hat * inv_gain
-        return {"x_hat": self.g_s(y_dec), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+        z = self.h_a(y).float()
+        # Under bf16 autocast (GPU training) the transforms run in bf16; the entropy models and the
+        # rounding stay in float32, where the likelihood tails keep their precision.
+        with torch.autocast(x.device.type, enabled=False):
+            y = y.float()
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            z_offset = self.entropy_bottleneck._get_medians()
+            z_hat = z + (torch.round(z - z_offset) + z_offset - z).detach()
+        scales, means = self.h_s(z_hat).float().chunk(2, 1)
+        with torch.autocast(x.device.type, enabled=False):
+            _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+            y_hat = y + (torch.round(y - means) + means - y).detach()
+            y_dec = y_hat * inv_gain
+        return {"x_hat": self.g_s(y_dec).float(), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
                 "y_dec": y_dec}
 
     def lambdas_for(self, level: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,10 @@ class AutoencoderJobConfig:
     kid_every: int = 5
     save_every_s: float = 180.0
     threads: int = 2
+    #: "cpu" or "cuda"; on CUDA the transforms run under bf16 autocast, the entropy models in float32
+    device: str = "cpu"
+    #: bundled checkpoint (safetensors + manifest) whose weights start a new job; "" = from scratch
+    init: str = ""
 
     def model_config(self) -> GainedHyperpriorConfig:
         return GainedHyperpriorConfig(self.N, self.M, tuple(self.lambdas))
@@ -58,7 +62,8 @@ class AutoencoderJobConfig:
 
 
 def rate_distortion_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    out = model(x, level)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+        out = model(x, level)
     n_pix = x.shape[-2] * x.shape[-1]
     bpp = sum(-torch.log2(lk).sum(dim=(1, 2, 3)) for lk in out["likelihoods"].values()) / n_pix
     mse = (out["x_hat"] - x).square().mean(dim=(1, 2, 3))
@@ -120,6 +125,20 @@ def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: flo
                 ema[k].copy_(v)
 
 
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def _warm_start(model: GainedMeanScaleHyperprior, path: Path) -> None:
+    """Weights of a bundled checkpoint of the same architecture (fresh optimizer and EMA)."""
+    from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest
+
+    config = GainedHyperpriorConfig.from_dict(read_manifest(path)["config"])
+    if config != model.config:
+        raise ValueError(f"{path} is a {config} model, the job trains {model.config}")
+    model.load_state_dict(load_state_dict(path))
+
+
 def _optimizers(model: GainedMeanScaleHyperprior, cfg: AutoencoderJobConfig):
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
@@ -142,14 +161,19 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
     val_images = validation_images(val_paths)
     torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
     model = GainedMeanScaleHyperprior(cfg.model_config())
+    if cfg.init and state is None:
+        _warm_start(model, Path(cfg.init))
+        log(f"[{job}] warm start from {cfg.init}")
+    model.to(device)
     opt, opt_aux, main_params = _optimizers(model, cfg)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     step, watch, val_count = 0, Stopwatch(), 0
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
     if state is not None:
         model.load_state_dict(state["model"])
-        ema = state["ema"]
+        ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["opt"])
         opt_aux.load_state_dict(state["opt_aux"])
         step, val_count = int(state["step"]), int(state["val_count"])
@@ -163,7 +187,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out")
 
     def save() -> None:
-        atomic_torch_save({"model": model.state_dict(), "ema": ema, "opt": opt.state_dict(),
+        atomic_torch_save({"model": _cpu(model.state_dict()), "ema": _cpu(ema), "opt": opt.state_dict(),
                            "opt_aux": opt_aux.state_dict(), "step": step, "val_count": val_count,
                            "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
                            "data_rng": data.state(), "train_photos": [p.name for p in train_paths],
@@ -186,8 +210,8 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             lr = cfg.lr * (0.1 if step >= cfg.decay_at * cfg.max_steps else 1.0)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x = data.sample(cfg.batch)
-            level = torch.randint(0, len(levels), (cfg.batch,))
+            x = data.sample(cfg.batch).to(device, non_blocking=True)
+            level = torch.randint(0, len(levels), (cfg.batch,)).to(device)
             loss, parts = rate_distortion_loss(model, x, level)
             opt.zero_grad()
             loss.backward()
@@ -216,8 +240,8 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
                     except Exception as exc:  # Inception weights missing: the curve goes on without KID
                         log(f"[{job}] KID skipped: {exc}")
                         with_kid = False
-                ema_model = copy.deepcopy(model)
-                ema_model.load_state_dict(ema)
+                ema_model = copy.deepcopy(model).to("cpu")
+                ema_model.load_state_dict({k: v.cpu() for k, v in ema.items()})
                 rows = validate(ema_model, val_images, levels, [levels[0], levels[-1]] if with_kid else [],
                                 kid_probe if with_kid else None)
                 for r in rows:
@@ -255,7 +279,7 @@ def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
         "objective": "lambda_l*255^2*MSE + bpp per image, level l drawn uniformly per image (CompressAI's lambdas)",
         "training": {
             "steps": int(state["step"]), "cpu_hours": round(float(state["cpu_s"]) / 3600, 3),
-            "wall_hours": round(float(state["wall_s"]) / 3600, 3), "device": "cpu",
+            "wall_hours": round(float(state["wall_s"]) / 3600, 3), "device": cfg.get("device", "cpu"),
             "data": f"{cfg['crop']}px random crops with flips of {len(state['train_photos'])} shared photos",
             "train_photos": state["train_photos"], "validation_photos": state["val_photos"],
             "held_out": "the validation photos and the bundled samples images are never trained on",

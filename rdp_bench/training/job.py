@@ -40,7 +40,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 #: settings a resumed job may change: how long and how it runs, not what it trains
-RUN_SETTINGS = ("max_steps", "val_every", "kid_every", "save_every_s", "threads")
+RUN_SETTINGS = ("max_steps", "val_every", "kid_every", "save_every_s", "threads", "device")
 
 
 def open_job(folder: Path, config: dict[str, Any]) -> dict[str, Any] | None:
