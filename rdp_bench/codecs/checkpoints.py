@@ -63,7 +63,11 @@ def _unwrap(obj: Any) -> dict[str, torch.Tensor]:
         for key in ("state_dict", "model_state_dict", "model", "ema", "params"):
             if key in obj:
                 return _unwrap(obj[key])
-    raise ValueError("no state dict (a mapping of names to tensors) found in the checkpoint")
+    raise CheckpointRefused("no state dict (a mapping of names to tensors) found in the checkpoint")
+
+
+class CheckpointRefused(ValueError):
+    """A weights file that is not a plain mapping of tensors (or not readable as one); nothing of it is used."""
 
 
 def load_state_dict(path: str | Path, dtype: torch.dtype | None = torch.float32,
@@ -79,15 +83,23 @@ def load_state_dict(path: str | Path, dtype: torch.dtype | None = torch.float32,
         actual = file_sha256(path)
         if actual != expected_sha256:
             raise ValueError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
-    else:
-        state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+            state = load_file(str(path), device="cpu")
+        else:
+            state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    except CheckpointRefused:
+        raise
+    except Exception as exc:  # a pickle with code in it, a torn or foreign file: never half-loaded
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        # torch's weights-only refusal leads with advice; the line naming the blocked global says what it was
+        first = next((ln for ln in lines if "GLOBAL" in ln), lines[0])
+        raise CheckpointRefused(f"checkpoint {path} refused: not a plain tensor file ({first})") from exc
     if dtype is not None:
         state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     return state
 
 
-__all__ = ["file_sha256", "load_state_dict", "manifest_path", "read_manifest", "save_checkpoint"]
+__all__ = ["CheckpointRefused", "file_sha256", "load_state_dict", "manifest_path", "read_manifest", "save_checkpoint"]
