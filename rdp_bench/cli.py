@@ -100,23 +100,27 @@ def run(
         _report_unreadable(sweep)
         return
     table, others = _this_sweeps_rows(table, sweep)
-    shown = [c for c in ("bpp", *cfg.metrics) if c in table.columns]
-    summary = table.groupby(["codec", "rate_id", "rate_label"], sort=True)[shown].mean(numeric_only=True).reset_index()
-    out_table = Table(title=f"{dataset}: mean over {table['image_sha256'].nunique()} images  ({out})")
-    for col in ["codec", "rate_label", *shown]:
-        out_table.add_column(col)
-    for _, r in summary.iterrows():
-        out_table.add_row(r["codec"], r["rate_label"], *[f"{r[c]:.4f}" for c in shown])
-    console.print(out_table)
+    from rdp_bench.reports.summary import next_steps, run_summary
+
     dtable = store.dataset_table()
-    if not dtable.empty:
-        console.print(dtable.drop(columns=["checkpoint", "dataset_fingerprint"], errors="ignore").to_string(index=False))
+    headers, rows = run_summary(table, dtable, cfg.metrics)
+    out_table = Table(title=f"{dataset}: mean over {table['image_sha256'].nunique()} images  ({out})")
+    from rich.markup import escape
+
+    for col in headers:  # escaped: "[dB]" is a unit, not a rich style tag
+        out_table.add_column(escape(col), justify="left" if col in ("codec", "rate point") else "right")
+    for r in rows:
+        out_table.add_row(*r)
+    console.print(out_table)
     for metric, reason in sorted(_unavailable_reasons(table).items()):
         console.print(f"[yellow]{metric} unavailable:[/yellow] {reason}")
     for name, count in others.items():
         console.print(f"[yellow]note:[/yellow] {out} also holds {count} {name} rows of other rate points or checkpoints "
                       "(earlier runs, e.g. before the weights changed); they stay in results.csv, told apart by its "
                       "checkpoint column, and are left out of the table above. Use a fresh --out to keep them apart.")
+    # the first thing a new user needs after the table: where it all is and what to run next
+    for line in next_steps(out, sorted(set(store.table()["codec"].astype(str)))):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # a command must stay copy-pasteable
     _report_unreadable(sweep)
 
 
@@ -205,6 +209,8 @@ def train_autoencoder_cmd(
     lr: float = typer.Option(3e-4, "--lr"),
     threads: int = typer.Option(2, "--threads"),
     val_every: int = typer.Option(1000, "--val-every"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the transforms)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled checkpoint's weights."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
@@ -223,11 +229,13 @@ def train_autoencoder_cmd(
         console.print(f"wrote {path}")
         return
     cfg = AutoencoderJobConfig(N=n, M=m, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
-                               val_every=val_every)
+                               val_every=val_every, device=device, init=str(init) if init else "")
+    if device.startswith("cuda") and not __import__("torch").cuda.is_available():
+        _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
     try:
         train_autoencoder(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
                           log=lambda msg: console.print(msg, highlight=False, markup=False))
-    except (JobMismatch, FileNotFoundError) as exc:
+    except (JobMismatch, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -341,22 +349,30 @@ def train_corrdiff_cmd(
 
 @list_app.command("codecs")
 def list_codecs_cmd() -> None:
-    """Every registered codec, its rate points, and whether it can run here."""
+    """Every registered codec, its rate points, and whether it can run here (offline: never asks the network)."""
     from rdp_bench.codecs import codec_availability, codec_class, list_codecs
+    from rdp_bench.offline import no_network_probes
 
     table = Table(title="codecs")
     for col in ("codec", "status", "rate points (low -> high rate)", "description"):
-        table.add_column(col)
-    for name in list_codecs():
-        status = codec_availability(name)
-        try:
-            cls = codec_class(name)
-            points = ", ".join(p.label for p in cls(device="cpu").rate_points()) if status else "-"
-            desc = cls.description
-        except Exception as exc:  # listing must survive a broken codec module
-            points, desc = "?", str(exc)
-        table.add_row(name, "ok" if status else f"unavailable: {status.reason}", points, desc)
+        table.add_column(col, overflow="fold")  # fold, never "…": a cut name or URL is useless
+    reasons: list[str] = []
+    with no_network_probes():
+        for name in list_codecs():
+            status = codec_availability(name)
+            try:
+                cls = codec_class(name)
+                points = ", ".join(p.label for p in cls(device="cpu").rate_points()) if status else "-"
+                desc = cls.description
+            except Exception as exc:  # listing must survive a broken codec module
+                points, desc = "?", str(exc)
+            if not status:
+                reasons.append(f"[{len(reasons) + 1}] {name}: {status.reason}")
+            table.add_row(name, "ok" if status else f"unavailable [{len(reasons)}]", points, desc)
     console.print(table)
+    # reasons hold file names, URLs and folders: printed whole under the table, where nothing cuts them
+    for line in reasons:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @list_app.command("datasets")
@@ -393,7 +409,7 @@ def list_metrics_cmd(weights_dir: Optional[Path] = typer.Option(None, "--weights
 @app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="Run folder(s) written by `rdp-bench run`."),
-    anchor: str = typer.Option("bpg", "--anchor", help="Codec every BD number is measured against."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="Codec every BD number is measured against (default: bpg when the runs have it, else the first codec; the report says which)."),
     out: Path = typer.Option(Path("runs/report"), "--out", "-o", help="Report folder (tables, figures/, report.html)."),
     method: str = typer.Option("akima", "--method", help="BD interpolation: akima, pchip (JCT-VC CTC) or cubic (VCEG-M33)."),
     latex: bool = typer.Option(False, "--latex", help="Also write the BD tables as LaTeX (booktabs)."),
@@ -417,7 +433,9 @@ def report(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     typer.echo(result.markdown)  # plain: rich would re-wrap the Markdown table at the terminal width
-    console.print(f"wrote {len(result.files)} files to {out} (open {out / 'report.html'})")
+    if result.anchor_note:
+        console.print(f"note: {result.anchor_note}", highlight=False, markup=False)
+    console.print(f"wrote {len(result.files)} files to {out} (open {out / 'report.html'})", highlight=False, markup=False)
 
 
 @app.command()
