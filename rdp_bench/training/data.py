@@ -84,13 +84,15 @@ VALIDATION_PHOTOS: tuple[str, ...] = (
 
 def split_photos(photos_dir: Path = DEFAULT_PHOTOS) -> tuple[list[Path], list[Path]]:
     """(training, validation) photos of ``photos_dir``; ``samples`` images are in neither."""
-    held_out = {p.name for p in list_images(SAMPLES_DIR)}
-    photos = [p for p in list_images(Path(photos_dir)) if p.name not in held_out]
+    # by stem, so a re-encoded copy (the .webp pack of scripts/gpu_prepare.sh) splits the same way
+    held_out = {p.stem for p in list_images(SAMPLES_DIR)}
+    photos = [p for p in list_images(Path(photos_dir)) if p.stem not in held_out]
     if not photos:
         raise FileNotFoundError(f"no training photos under {photos_dir}: put the shared photos there "
                                 "or set RDP_BENCH_PHOTOS")
-    val = [p for p in photos if p.name in VALIDATION_PHOTOS]
-    return [p for p in photos if p.name not in VALIDATION_PHOTOS], val
+    val_stems = {Path(name).stem for name in VALIDATION_PHOTOS}
+    val = [p for p in photos if p.stem in val_stems]
+    return [p for p in photos if p.stem not in val_stems], val
 
 
 class RandomCrops:
