@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from rdp_bench.container import DEFAULT_MAX_PIXELS
 
@@ -59,10 +59,32 @@ def _check_still(img: Image.Image, path: Path) -> None:
                              "images, so save the frame you want as its own file")
 
 
-def _oriented_size(img: Image.Image) -> tuple[int, int]:
-    """(width, height) after the EXIF orientation is applied (5..8 swap the sides)."""
+_ORIENT_OPS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation from the file's header, without decoding pixels (Pillow's PNG ``getexif`` would
+    decode the whole image to look for a late eXIf chunk; one before the pixel data is what counts here)."""
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1) or 1)
+    return int(img.getexif().get(EXIF_ORIENTATION, 1) or 1)
+
+
+def _oriented_size(img: Image.Image, path: Path, limit: int) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied (5..8 swap the sides); the pixel limit is
+    checked first, on the header's size alone."""
     w, h = img.size
-    return (h, w) if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8) else (w, h)
+    if w * h > limit:
+        raise ImageReadError(f"cannot read image {path}: {w}x{h} = {w * h / 1e6:.1f} MP is over the "
+                             f"{limit / 1e6:g} MP limit (raise it with --max-pixels)")
+    return (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
 
 
 def image_shape(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
@@ -73,14 +95,13 @@ def image_shape(path: str | Path, max_pixels: int | None = None) -> tuple[int, i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked below
             with Image.open(path) as img:
-                w, h = _oriented_size(img)
+                w, h = _oriented_size(img, path, limit)
+    except ImageReadError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"cannot read image {path}: {exc} (over the {limit} pixel limit, --max-pixels)") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
-    if w * h > limit:
-        raise ImageReadError(f"cannot read image {path}: {w}x{h} = {w * h / 1e6:.1f} MP is over the "
-                             f"{limit / 1e6:g} MP limit (raise it with --max-pixels)")
     return h, w
 
 
@@ -96,14 +117,12 @@ def load_image_uint8(path: str | Path, max_pixels: int | None = None) -> np.ndar
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                w, h = _oriented_size(img)
-                if w * h > limit:
-                    raise ImageReadError(f"cannot read image {path}: {w}x{h} = {w * h / 1e6:.1f} MP is over the "
-                                         f"{limit / 1e6:g} MP limit (raise it with --max-pixels)")
+                _oriented_size(img, path, limit)  # before any pixel is decoded
+                orientation = _orientation(img)
                 _check_still(img, path)
                 img.load()
-                if img.getexif().get(EXIF_ORIENTATION, 1) in range(2, 9):
-                    img = ImageOps.exif_transpose(img)  # how viewers show it
+                if orientation in _ORIENT_OPS:
+                    img = img.transpose(_ORIENT_OPS[orientation])  # shown as viewers show it
                 return _to_rgb8(img)
     except ImageReadError:
         raise

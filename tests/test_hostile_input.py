@@ -44,3 +44,113 @@ def test_report_figures_are_written_atomically(tmp_path, monkeypatch):
     assert all(p.parent == tmp_path and p.name.startswith(".") and ".tmp" in p.name for p in seen)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rd_psnr_screen.png", "rd_psnr_screen.svg"]
     assert (tmp_path / "rd_psnr_screen.png").read_bytes().startswith(b"\x89PNG")
+
+
+# --- a sweep that survives bad images ---------------------------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose IHDR declares width x height (a decompression bomb's header; no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def hostile_folder(tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from rdp_bench.datasets import SAMPLES_DIR
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    good = Image.open(SAMPLES_DIR / "skimage_chelsea.png").convert("RGB").crop((0, 0, 96, 64))
+    good.save(root / "a_good.png")
+    good.save(root / "b_same_pixels.png")  # identical pixels, another file: its own row
+    shutil.copy(root / "a_good.png", root / "c_truncated.png")
+    data = (root / "c_truncated.png").read_bytes()
+    (root / "c_truncated.png").write_bytes(data[: len(data) // 2])
+    (root / "d_empty.png").write_bytes(b"")
+    (root / "e_text.png").write_text("this is not a picture\n")
+    _png_header_only(root / "f_bomb.png", 20000, 20000)
+    _png_header_only(root / "g_large.png", 12000, 10000)  # 120 MP: over the 100 MP default
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    frames[0].save(root / "h_animated.gif", save_all=True, append_images=frames[1:])
+    os.symlink("i_loop.png", root / "i_loop.png")
+    return root
+
+
+def test_bad_images_are_reported_and_the_rest_is_measured(hostile_folder, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    out = tmp_path / "run"
+    args = ["run", "--codec", "jpeg", "--rate", "q75", "--dataset", f"folder:{hostile_folder}", "--out", str(out),
+            "--metrics", "psnr", "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    bad = {"c_truncated.png", "d_empty.png", "e_text.png", "f_bomb.png", "g_large.png", "h_animated.gif",
+           "i_loop.png"}
+    errors = pd.read_csv(out / "errors.csv")
+    assert set(errors["image_id"]) == bad
+    for name in bad:
+        assert name in result.output  # the final summary names every failed file
+    reasons = dict(zip(errors["image_id"], errors["error"]))
+    assert "f_bomb.png" in reasons["f_bomb.png"] and "--max-pixels" in reasons["f_bomb.png"]
+    assert "--max-pixels" in reasons["g_large.png"]
+    assert "animated (2 frames)" in reasons["h_animated.gif"]
+    assert "symbolic link loop" in reasons["i_loop.png"]
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["image_id"]) == ["a_good.png", "b_same_pixels.png"]  # both ids kept
+    assert rows["image_sha256"].nunique() == 1
+
+    # re-running resumes: nothing is encoded again, the same failures are reported again
+    before = (out / "rows.jsonl").read_text()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    assert (out / "rows.jsonl").read_text() == before
+
+
+def test_exif_orientation_is_applied_like_a_viewer(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from rdp_bench.imageio import image_shape, load_image_uint8
+
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(arr).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    out = load_image_uint8(tmp_path / "r.jpg")
+    assert out.shape == (40, 20, 3) and image_shape(tmp_path / "r.jpg") == (40, 20)
+    assert out[:18].mean() > 200 and out[22:].mean() < 50  # the white half is on top after rotating
+
+
+def test_single_frame_gif_is_read(tmp_path):
+    from PIL import Image
+
+    from rdp_bench.imageio import load_image_uint8
+
+    Image.new("RGB", (10, 8), "green").save(tmp_path / "g.gif")
+    assert load_image_uint8(tmp_path / "g.gif").shape == (8, 10, 3)
+
+
+def test_old_rows_without_image_id_in_the_key_are_still_read(tmp_path):
+    import json
+
+    from rdp_bench.bench.store import ResultsStore
+
+    row = {"codec": "jpeg", "checkpoint": "none", "rate_label": "q75", "rate_id": 5, "image_id": "x.png",
+           "image_sha256": "ab" * 32, "bpp": 1.0}
+    (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
+    store = ResultsStore(tmp_path)
+    assert store.get(("jpeg", "none", "q75", "ab" * 32, "x.png"))["bpp"] == 1.0
