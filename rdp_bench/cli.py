@@ -355,7 +355,8 @@ def list_codecs_cmd() -> None:
 
     table = Table(title="codecs")
     for col in ("codec", "status", "rate points (low -> high rate)", "description"):
-        table.add_column(col, overflow="fold")  # fold, never "…": a cut name or URL is useless
+        # fold, never "…": a cut name or URL is useless; names and status stay on one line
+        table.add_column(col, overflow="fold", no_wrap=col in ("codec", "status"))
     reasons: list[str] = []
     with no_network_probes():
         for name in list_codecs():

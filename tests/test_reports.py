@@ -471,3 +471,69 @@ def test_check_tolerance_from_a_measured_spread(tmp_path):
     regressed = _noisy_copy(base, tmp_path / "regressed", [-0.6, -0.5, -0.7, -0.6])  # a real regression
     res = _run(["check", str(regressed), "--baseline", str(base), "--codec", "alpha", "--spread", str(rerun)])
     assert res.exit_code == 1 and "PSNR" in res.output.splitlines()[-1], res.output
+
+
+# ------------------------------------------------------------------------------------------
+# the first ten minutes
+# ------------------------------------------------------------------------------------------
+
+def test_run_prints_a_bpp_sorted_table_in_db_and_the_next_command(tmp_path):
+    out = tmp_path / "first"
+    res = _run(["run", "--codec", "jpeg", "--dataset", "samples", "--limit", "1", "--rate", "q75,q10,q35",
+                "--device", "cpu", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if line.startswith("│ jpeg")]
+    assert [r.split("│")[2].strip() for r in rows] == ["q10", "q35", "q75"]  # by bpp, not by label
+    assert "MS-SSIM [dB]" in res.output
+    msssim_db = float(rows[0].split("│")[-2])
+    linear = pd.read_csv(out / "results.csv").sort_values("bpp")["ms-ssim"].iloc[0]
+    assert msssim_db == pytest.approx(-10 * math.log10(1 - linear), abs=1e-3)
+    lines = res.output.strip().splitlines()
+    step = next(line for line in lines if line.startswith("next: "))
+    assert f"rdp-bench report {out} --out {out / 'report'}" in step
+    # the command it prints works on that run as it is (jpeg only: no bpg to anchor on)
+    report = _run(step.removeprefix("next: ").split()[1:])
+    assert report.exit_code == 0, report.output
+    assert "anchor: jpeg (bpg is not in the run(s))" in report.output
+    assert (out / "report" / "report.html").exists()
+
+
+def test_report_defaults_to_bpg_and_says_when_it_picks_another(tmp_path):
+    from rdp_bench.reports.report import pick_anchor
+
+    assert pick_anchor(["jpeg", "bpg", "hific"]) == ("bpg", "")
+    anchor, note = pick_anchor(["hific", "jpeg"])
+    assert anchor == "hific" and "bpg is not in the run(s)" in note and "--anchor jpeg" in note
+    assert pick_anchor(["hific", "jpeg"], "jpeg") == ("jpeg", "")
+    from rdp_bench.reports.runs import ReportError
+
+    with pytest.raises(ReportError, match="codecs present: hific, jpeg"):
+        pick_anchor(["hific", "jpeg"], "bpg")
+
+
+def test_list_codecs_never_touches_the_network_and_never_truncates(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("list codecs opened a network connection")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("RDP_BENCH_OFFLINE", raising=False)
+    from rdp_bench.codecs import cdc
+
+    monkeypatch.setattr(cdc, "_HUB_PROBES", {})
+    res = CliRunner().invoke(app, ["list", "codecs"], catch_exceptions=False, terminal_width=100)
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.output
+    reasons = [line for line in res.output.splitlines() if line.startswith("[")]
+    official = next(line for line in reasons if "cdc-official:" in line)
+    assert "not downloaded yet" in official and "https://huggingface.co/rhyang/CDC_params/resolve/main/x_param/" in official
+
+
+def test_no_library_warnings_on_import():
+    code = "import rdp_bench.cli, rdp_bench.codecs.hific, rdp_bench.reports.report"
+    res = subprocess.run([__import__("sys").executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr, res.stderr

@@ -318,6 +318,11 @@ class CDCOfficial(_CDCBase):
         put = f"put {', '.join(cls.files())} (from {HF_URL.format(name='')}) in {where} or ${CDC_DIR_ENV}"
         if not _downloads_allowed():
             return Availability(False, f"official CDC weights not found and downloads are off ({OFFLINE_ENV}); {put}")
+        from rdp_bench.offline import network_probes_allowed
+
+        if not network_probes_allowed():  # listing: say what is missing without asking the Hub
+            return Availability(False, f"official CDC weights not downloaded yet (`rdp-bench run` fetches them from the "
+                                       f"Hub when online); or {put}")
         problem = _hub_problem(cls.files()[0])
         if problem:
             return Availability(False, f"official CDC weights not found and the Hub is unreachable ({problem}); {put}")

@@ -292,7 +292,9 @@ def bd_table(agg: Aggregate, anchor: str, kind: str = "rate", method: str = "aki
 def _legend(table: BDTable) -> list[str]:
     """The lines under a table: what the marks mean and why cells are empty; short, without machine paths."""
     lines = []
-    if any(table.best.values()):
+    if not table.codecs:
+        lines.append("Only the anchor is in the run(s): add another codec for BD numbers.")
+    elif any(table.best.values()):
         lines.append(f"Bold: the best codec of a column, among those better than the anchor on curves overlapping "
                      f"≥ {MIN_OVERLAP:.0%}.")
     else:

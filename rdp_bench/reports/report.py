@@ -38,8 +38,8 @@ def pick_anchor(codecs: list[str], wanted: str | None = None) -> tuple[str, str]
         return wanted, ""
     if DEFAULT_ANCHOR in codecs:
         return DEFAULT_ANCHOR, ""
-    return codecs[0], (f"anchor: {codecs[0]} ({DEFAULT_ANCHOR} is not in the run(s); choose another with --anchor "
-                       f"{'/'.join(codecs)})")
+    others = f"; choose another with --anchor {'|'.join(codecs[1:])}" if len(codecs) > 1 else ""
+    return codecs[0], f"anchor: {codecs[0]} ({DEFAULT_ANCHOR} is not in the run(s){others})"
 
 
 def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, method: str = "akima", latex: bool = False,
