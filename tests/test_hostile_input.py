@@ -154,3 +154,121 @@ def test_old_rows_without_image_id_in_the_key_are_still_read(tmp_path):
     (tmp_path / "rows.jsonl").write_text(json.dumps(row) + "\n")
     store = ResultsStore(tmp_path)
     assert store.get(("jpeg", "none", "q75", "ab" * 32, "x.png"))["bpp"] == 1.0
+
+
+# --- verified downloads -----------------------------------------------------------------------------
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server whose responses the test scripts: path -> (status, headers, body)."""
+    import http.server
+    import threading
+
+    routes: dict[str, tuple[int, dict, bytes]] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            status, headers, body = routes.get(self.path, (404, {}, b"missing"))
+            if status == 0:  # a broken status line
+                self.wfile.write(b"HTTP/1.1 banana\r\n\r\n")
+                return
+            self.send_response(status)
+            for k, v in {"Content-Length": str(len(body)), **headers}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    server.shutdown()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if ".part" in p.name or p.name.endswith(".download"))
+
+
+def test_download_verifies_and_every_failure_is_a_download_error(http_server, tmp_path):
+    import hashlib
+
+    from rdp_bench.datasets.download import DownloadError, download
+
+    base, routes = http_server
+    body = b"x" * 5000
+    good = hashlib.sha256(body).hexdigest()
+    routes["/ok"] = (200, {}, body)
+    routes["/short"] = (200, {"Content-Length": "9000"}, body)
+    routes["/status"] = (0, {}, b"")
+    dest = tmp_path / "dl" / "file.bin"
+    assert download(f"{base}/ok", dest, good) == good
+    assert dest.read_bytes() == body and oct(dest.stat().st_mode & 0o777) == oct(0o644)
+    cases = [(f"{base}/ok", "0" * 64, "sha256 mismatch"), (f"{base}/ok", None, "pins no sha256"),
+             (f"{base}/short", good, "ended after 5000 of 9000|IncompleteRead"), (f"{base}/status", good, "could not"),
+             (f"{base}/nothing", good, "HTTP 404"), ("htp:/malformed url", good, "could not"),
+             ("http://[::1", good, "could not")]
+    for url, sha, words in cases:
+        target = tmp_path / "dl" / "other.bin"
+        with pytest.raises(DownloadError, match=words):
+            download(url, target, sha)
+        assert not target.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_dataset_fetch_verifies_cached_archives_and_cleans_up(http_server, tmp_path):
+    import hashlib
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from rdp_bench.datasets import DatasetUnavailable
+    from rdp_bench.datasets.remote import RemoteDataset
+
+    base, routes = http_server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(2):
+            png = io.BytesIO()
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(png, format="PNG")
+            zf.writestr(f"set/{i}.png", png.getvalue())
+    archive = buf.getvalue()
+    url = f"{base}/set.zip"
+    routes["/set.zip"] = (200, {}, archive)
+    ds = RemoteDataset("toy", "toy/set", 2, "a toy set", archives=((url, "set.zip"),),
+                       sha256={url: hashlib.sha256(archive).hexdigest()})
+    root = tmp_path / "data"
+    # a stale or tampered cached archive is not used: it is replaced by a verified download
+    (root / ".archives").mkdir(parents=True)
+    (root / ".archives" / "set.zip").write_bytes(b"tampered")
+    assert len(ds.load(root)) == 2
+    assert (root / ".archives" / "set.zip").read_bytes() == archive
+    # unpinned: refused with a message that says where to put the files
+    unpinned = RemoteDataset("toy2", "toy2", 2, "another set", archives=((url, "set2.zip"),))
+    with pytest.raises(DatasetUnavailable, match="pins no sha256.*toy2"):
+        unpinned.load(root)
+    # an archive whose file entry collides with a folder: a clean error, no staging folder left
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a/b.png", b"x")
+        zf.writestr("a", b"y")
+    bad = buf.getvalue()
+    routes["/bad.zip"] = (200, {}, bad)
+    clash = RemoteDataset("toy3", "toy3", 1, "a broken set", archives=((f"{base}/bad.zip", "bad.zip"),),
+                          sha256={f"{base}/bad.zip": hashlib.sha256(bad).hexdigest()})
+    with pytest.raises(DatasetUnavailable, match="cannot extract"):
+        clash.load(root)
+    assert _leftovers(tmp_path) == [] and not (root / "toy3").exists()
+
+
+def test_cdc_official_never_takes_a_sum_from_the_server(monkeypatch, tmp_path):
+    from rdp_bench.codecs import CodecUnavailable, cdc
+
+    monkeypatch.delenv(cdc.OFFLINE_ENV, raising=False)
+    monkeypatch.setattr(cdc, "_hub_sha256", lambda *a, **k: pytest.fail("asked the server for a checksum"))
+    codec = cdc.CDCOfficial(device="cpu", weights_dir=tmp_path)
+    with pytest.raises(CodecUnavailable, match="no sha256 is pinned"):
+        codec._path(codec.rate_points()[0])
+    assert not cdc.CDCOfficial.availability()

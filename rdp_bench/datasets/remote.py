@@ -1,7 +1,10 @@
-"""Public benchmark datasets: official URLs, cached under a data root, verified after download.
+"""Public benchmark datasets: official URLs, cached under a data root, verified before use.
 
-No checksums are published for Kodak, CLIC or DIV2K, so each set is verified by its expected file count
-and image sizes, and the sha256 of every downloaded file is recorded in ``SOURCE.json`` beside it.
+Every download is checked against a sha256 pinned here (CLIC 2020 validation and DIV2K validation, from
+TensorFlow Datasets' ``url_checksums``); a cached archive is re-checked before it is extracted. Kodak and
+the CLIC 2020 test archive have no sum we could pin, so they are not downloaded: put the images in place
+by hand (the message says where). Each set is also checked by file count and image sizes, and the
+sha256 of every downloaded file is recorded in ``SOURCE.json`` beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 from PIL import Image
 
 from rdp_bench.datasets.base import Dataset, DatasetUnavailable, list_images
-from rdp_bench.datasets.download import DownloadError, download, safe_extract, sha256_file
+from rdp_bench.atomic import atomic_write_text
+from rdp_bench.datasets.download import DownloadError, download, safe_extract, verified
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class RemoteDataset:
     #: allowed (width, height) pairs, empty for "any size"
     sizes: frozenset[tuple[int, int]] = field(default_factory=frozenset)
     min_side: int = 0
+    #: pinned sha256 and byte size per URL; a URL without a pin is never downloaded
+    sha256: dict[str, str] = field(default_factory=dict)
+    sizes_bytes: dict[str, int] = field(default_factory=dict)
 
     def layout_hint(self, root: Path) -> str:
         return (
@@ -55,27 +62,40 @@ class RemoteDataset:
         return paths
 
     def fetch(self, root: Path) -> None:
+        """Download (or reuse a cached archive whose pinned sha256 matches), extract into a staging folder,
+        then move it into place. Any failure removes the staging folder and raises ``DatasetUnavailable``."""
         folder = root / self.folder
-        staging = root / f".{self.folder}.download"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = root / f".{self.folder.replace('/', '_')}.download"
         record: dict[str, str] = {}
         try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
             for url, fname in self.files:
-                record[url] = download(url, staging / fname)
+                record[url] = download(url, staging / fname, *self._pin(url))
             for url, aname in self.archives:
+                sha, size = self._pin(url)
                 archive = root / ".archives" / aname
-                if not archive.exists():
-                    download(url, archive)
-                record[url] = sha256_file(archive)
+                if not sha:  # never trusted, cached or not
+                    download(url, archive, None)  # raises: nothing is downloaded without a pinned sum
+                if not verified(archive, sha):  # a cached archive is used only when it matches
+                    archive.unlink(missing_ok=True)
+                    download(url, archive, sha, size)
+                record[url] = sha
                 safe_extract(archive, staging)
-        except DownloadError as exc:
+            atomic_write_text(staging / "SOURCE.json", json.dumps({"dataset": self.name, "sha256": record}, indent=1))
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(folder)
+        except (DownloadError, OSError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise DatasetUnavailable(f"{self.name}: {exc}. Offline? {self.layout_hint(root)}") from exc
-        (staging / "SOURCE.json").write_text(json.dumps({"dataset": self.name, "sha256": record}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _pin(self, url: str) -> tuple[str | None, int | None]:
+        return self.sha256.get(url), self.sizes_bytes.get(url)
 
     def load(self, root: Path, allow_download: bool = True) -> Dataset:
         try:
@@ -104,6 +124,10 @@ CLIC2020_VALID = RemoteDataset(
     description="the CLIC 2020 professional validation split (professional_valid_2020.zip)",
     archives=(("https://data.vision.ee.ethz.ch/cvl/clic/professional_valid_2020.zip", "professional_valid_2020.zip"),),
     min_side=256,
+    # TensorFlow Datasets, url_checksums/clic.txt
+    sha256={"https://data.vision.ee.ethz.ch/cvl/clic/professional_valid_2020.zip":
+            "00be38092ade2ab5163b65f7f6523d46c7bca147007f559adbb02c0afc236b7d"},
+    sizes_bytes={"https://data.vision.ee.ethz.ch/cvl/clic/professional_valid_2020.zip": 134834429},
 )
 
 CLIC2020_TEST = RemoteDataset(
@@ -122,4 +146,8 @@ DIV2K_VALID = RemoteDataset(
     description="the DIV2K validation high-resolution set (DIV2K_valid_HR.zip, 0801.png ... 0900.png)",
     archives=(("https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip", "DIV2K_valid_HR.zip"),),
     min_side=256,
+    # TensorFlow Datasets, url_checksums/div2k.txt
+    sha256={"https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip":
+            "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc"},
+    sizes_bytes={"https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip": 448993893},
 )

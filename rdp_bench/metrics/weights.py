@@ -131,7 +131,7 @@ def resolve_weights(spec: WeightsSpec, weights_dir: str | Path | None = None, al
     if downloads_allowed(allow_download):
         target = hub_checkpoints_dir() / spec.filename
         try:
-            digest = download(spec.url, target, expected_sha256=spec.sha256)
+            digest = download(spec.url, target, expected_sha256=spec.sha256 or spec.expected_digest)
         except DownloadError as exc:
             problems.append(f"download failed ({exc})")
         else:
