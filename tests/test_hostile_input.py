@@ -272,3 +272,34 @@ def test_cdc_official_never_takes_a_sum_from_the_server(monkeypatch, tmp_path):
     with pytest.raises(CodecUnavailable, match="no sha256 is pinned"):
         codec._path(codec.rate_points()[0])
     assert not cdc.CDCOfficial.availability()
+
+
+# --- KID in float64 ---------------------------------------------------------------------------------
+def _mmd2_unbiased_float64(x: "np.ndarray", y: "np.ndarray") -> float:
+    import numpy as np
+
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    m = len(x)
+    return float((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m**2)
+
+
+def test_kid_is_computed_in_float64():
+    import numpy as np
+    import torch
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from rdp_bench.metrics.fid import kid_from_features
+
+    rng = np.random.default_rng(3)
+    ref = rng.gamma(0.5, 0.6, (120, 2048)).astype(np.float32)  # pool3-like: non-negative, heavy-tailed
+    rec = (ref + rng.normal(0, 0.05, ref.shape)).clip(0).astype(np.float32)
+    exact = _mmd2_unbiased_float64(rec, ref)
+    ours = kid_from_features(rec, ref)["kid"]
+    assert abs(ours - exact) <= 1e-9 * abs(exact)
+    # the same call on float32 tensors is measurably off, so this test would catch a float32 path
+    f32 = kid_features_to_metric(torch.from_numpy(rec), torch.from_numpy(ref), kid_subsets=2, kid_subset_size=120,
+                                 kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                 kid_kernel_poly_coef0=1, rng_seed=2020, verbose=False)["kernel_inception_distance_mean"]
+    assert abs(f32 - exact) > 1e-7 * abs(exact)

@@ -9,8 +9,9 @@ two N x 2048 arrays are the per-image partial the harness stores.
   its memory does not depend on the number of images; the Fréchet distance itself is torch-fidelity's
   ``fid_statistics_to_metric``.
 * KID is torch-fidelity's ``kid_features_to_metric`` (polynomial kernel of degree 3, gamma 1/2048,
-  coef0 1, 100 subsets, seed 2020) with ``subset_size = min(1000, patches)``; it needs every feature in
-  memory (N x 2048 float32 per side). With fewer than 1000 patches every subset is the whole set, so the
+  coef0 1, 100 subsets, seed 2020) with ``subset_size = min(1000, patches)``, computed in float64; it needs
+  every feature in memory (N x 2048 float32 per side, plus a float64 copy while it runs). With fewer than
+  1000 patches every subset is the whole set, so the
   100 estimates coincide and ``kid_std`` is 0.
 
 Reference features depend only on the dataset image, so they are cached on disk under
@@ -191,10 +192,20 @@ def kid_subset_size(n_patches: int) -> int:
 
 
 def kid_from_features(reconstructed: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """KID of reconstructed against reference features, in float64 (as NeuralCompression computes it).
+
+    Argument order matters only through the subsets: torch-fidelity draws each subset's indexes from one
+    seeded generator, first for its ``features_1`` and then for ``features_2``; we pass the
+    reconstructions as ``features_1`` and the originals as ``features_2`` (torch-fidelity's
+    generated-then-real order). With fewer than 1000 patches every subset is the whole set and the
+    order does not change the value.
+    """
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+    # float64 kernels: in float32 the cubic kernel sums lose ~1e-6 relative (the features are ~1e3 in norm)
     out = kid_features_to_metric(
-        torch.from_numpy(np.ascontiguousarray(reconstructed)), torch.from_numpy(np.ascontiguousarray(reference)),
+        torch.from_numpy(np.asarray(reconstructed, dtype=np.float64)),
+        torch.from_numpy(np.asarray(reference, dtype=np.float64)),
         kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size(len(reconstructed)), kid_kernel="poly",
         kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1, rng_seed=KID_SEED,
         verbose=False,
