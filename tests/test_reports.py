@@ -537,3 +537,37 @@ def test_no_library_warnings_on_import():
                          timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "Warning" not in res.stderr, res.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# figures with context
+# ------------------------------------------------------------------------------------------
+
+def test_figures_name_dataset_images_patches_and_draw_dropped_points_hollow(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from rdp_bench.reports.plots import DROPPED_NOTE, _plot_metric, plot_metrics
+    from rdp_bench.reports.runs import aggregate, load_run
+
+    run = _synthetic_run(tmp_path / "synthetic")
+    t = pd.read_csv(run / "results.csv")
+    t.loc[(t["codec"] == "beta") & (t["rate_label"] == "r2"), "psnr"] = 20.0  # more bits, worse: dropped by BD
+    t.to_csv(run / "results.csv", index=False)
+    d = pd.read_csv(run / "dataset_metrics.csv")
+    d["fid_patches"] = 12
+    d.to_csv(run / "dataset_metrics.csv", index=False)
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        agg = aggregate([load_run(run)])
+    figures = plot_metrics(agg, tmp_path / "figs", anchor="alpha", sizes=("screen",))
+    psnr_svg = (tmp_path / "figs" / "rd_psnr_screen.svg").read_text()
+    assert "synthetic, 3 images" in psnr_svg and DROPPED_NOTE in psnr_svg
+    fid_svg = (tmp_path / "figs" / "rd_fid_screen.svg").read_text()
+    assert "synthetic, 3 images, 12 patches" in fid_svg and DROPPED_NOTE not in fid_svg  # FID is monotone
+    assert "synthetic, 3 images" in (tmp_path / "figs" / "rd_overview_screen.svg").read_text()
+    assert "dp_plane_screen" in figures
+    fig, ax = plt.subplots()
+    assert _plot_metric(ax, agg, "psnr", "alpha", False)
+    hollow = [line for line in ax.lines if line.get_linestyle() == "None" and line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 1 and list(hollow[0].get_xdata()) == pytest.approx([0.4 * 0.8 * 1.01])  # beta's r2
+    plt.close(fig)

@@ -50,16 +50,25 @@ class BDResult:
         return self.ok and math.isfinite(self.overlap) and self.overlap < MIN_OVERLAP
 
 
+def monotone_mask(rate: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """True for the points BD keeps: each must improve on every lower-rate point (quality: higher is better)."""
+    rate, quality = np.asarray(rate, float), np.asarray(quality, float)
+    order = np.argsort(rate, kind="stable")
+    keep = np.zeros(len(rate), dtype=bool)
+    best, last_rate = -math.inf, None
+    for i in order:
+        if quality[i] > best and (last_rate is None or rate[i] > last_rate):
+            keep[i] = True
+            best, last_rate = quality[i], rate[i]
+    return keep
+
+
 def _monotone(rate: np.ndarray, quality: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Sort by rate and keep only points that improve on every lower-rate point."""
+    keep = monotone_mask(rate, quality)
     order = np.argsort(rate, kind="stable")
-    rate, quality = rate[order], quality[order]
-    keep, best = [], -math.inf
-    for i, q in enumerate(quality):
-        if q > best and (not keep or rate[i] > rate[keep[-1]]):
-            keep.append(i)
-            best = q
-    return rate[keep], quality[keep], len(rate) - len(keep)
+    order = order[keep[order]]
+    return rate[order], quality[order], int(len(rate) - keep.sum())
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:

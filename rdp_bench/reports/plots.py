@@ -66,21 +66,78 @@ def _style(codec: str, anchor: str | None) -> dict:
             "linewidth": 1.2, "markersize": 4, "label": f"{codec} (anchor)" if is_anchor else codec}
 
 
+def figure_context(agg: Aggregate, metric: str | None = None) -> str:
+    """'samples, 10 images' (+ ', 60 patches' for FID/KID): what a figure's numbers were measured on."""
+    datasets = sorted(set(agg.rows["dataset"].dropna().astype(str))) if "dataset" in agg.rows.columns else []
+    images = agg.rows["image_sha256"].nunique()
+    text = f"{', '.join(datasets) or 'unnamed dataset'}, {images} image{'s' if images != 1 else ''}"
+    col = f"{metric}_patches" if metric else None
+    if col and col in agg.points.columns:
+        vals = agg.points.loc[agg.points[metric].notna(), col].dropna().astype(int) if metric in agg.points else []
+        if len(vals):
+            lo, hi = int(min(vals)), int(max(vals))
+            text += f", {lo if lo == hi else f'{lo}–{hi}'} patches"
+    return text
+
+
+#: the legend entry that explains hollow markers
+DROPPED_NOTE = "hollow: left out of BD (no better than a lower-rate point)"
+
+
 def _plot_metric(ax, agg: Aggregate, metric: str, anchor: str | None, log_x: bool) -> bool:
+    """One curve per codec; points BD drops as non-monotonic are hollow. Returns whether any was hollow."""
+    from rdp_bench.reports.bdrate import monotone_mask
+
     spec = metric_spec(metric)
-    drawn = False
+    hollow_any = False
+    sign = 1.0 if spec.higher_is_better else -1.0
     for codec in agg.codecs:
         bpp, val = agg.curve(codec, metric)
         if len(bpp) == 0:
             continue
-        ax.plot(bpp, [spec.display(v) for v in val], **_style(codec, anchor))
-        drawn = True
+        shown = np.array([spec.display(v) for v in val], float)
+        style = _style(codec, anchor)
+        ax.plot(bpp, shown, **style)
+        keep = monotone_mask(bpp, sign * shown)
+        if not keep.all():
+            hollow_any = True
+            ax.plot(bpp[~keep], shown[~keep], linestyle="none", marker=style["marker"], markersize=style["markersize"] + 1,
+                    markerfacecolor="white", markeredgecolor=style["color"], markeredgewidth=1.0, zorder=3)
+        _error_bars(ax, agg, codec, metric, bpp, style["color"])
     ax.set_xlabel("bpp (bits per pixel, from bitstream bytes)")
     ax.set_ylabel(spec.axis_label)
     if log_x:
         ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3, linewidth=0.5)
-    return drawn
+    return hollow_any
+
+
+def _error_bars(ax, agg: Aggregate, codec: str, metric: str, bpp: np.ndarray, color: str) -> None:
+    """Confidence intervals, when the aggregate carries ``<metric>_ci_low`` / ``_ci_high`` (e.g. a bootstrap)."""
+    lo_col, hi_col = f"{metric}_ci_low", f"{metric}_ci_high"
+    if lo_col not in agg.points.columns or hi_col not in agg.points.columns:
+        return
+    spec = metric_spec(metric)
+    sub = agg.points[(agg.points["codec"] == codec) & agg.points[metric].notna()].sort_values("bpp")
+    lo = np.array([spec.display(v) for v in sub[lo_col].to_numpy(float)])
+    hi = np.array([spec.display(v) for v in sub[hi_col].to_numpy(float)])
+    mid = np.array([spec.display(v) for v in sub[metric].to_numpy(float)])
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.any() and len(sub) == len(bpp):
+        ax.errorbar(sub["bpp"].to_numpy(float)[ok], mid[ok], yerr=[np.abs(mid - lo)[ok], np.abs(hi - mid)[ok]],
+                    fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
+
+
+def _legend(ax, font: float, hollow: bool, beside: bool) -> None:
+    """The codecs (and what hollow markers mean); beside the axes on screen, inside on a paper column."""
+    from matplotlib.lines import Line2D
+
+    handles, labels = ax.get_legend_handles_labels()
+    if hollow:
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="#555"))
+        labels.append(DROPPED_NOTE)
+    where = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if beside else {}
+    ax.legend(handles, labels, fontsize=font, frameon=False, **where)
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:
@@ -107,21 +164,35 @@ def plot_metrics(agg: Aggregate, out: Path, anchor: str | None = None, log_x: bo
                              "svg.hashsalt": "rdp-bench"}):
             for metric in metrics:
                 fig, ax = plt.subplots(figsize=size.panel)
-                _plot_metric(ax, agg, metric, anchor, log_x)
-                ax.legend(fontsize=size.font * 0.8, frameon=False)
+                hollow = _plot_metric(ax, agg, metric, anchor, log_x)
+                ax.set_title(f"{metric_spec(metric).label} vs rate: {figure_context(agg, metric)}", fontsize=size.font * 0.9)
+                # on screen beside the axes: many codecs would hide their own curves
+                _legend(ax, size.font * 0.8, hollow, beside=size_name != "paper")
                 stem = f"rd_{metric}_{size_name}"
                 written[stem] = _save(fig, out, stem)
             if metrics:
                 cols = 2 if len(metrics) in (2, 4) else min(3, len(metrics))
                 rows = math.ceil(len(metrics) / cols)
                 fig, axes = plt.subplots(rows, cols, figsize=(size.panel[0] * cols, size.panel[1] * rows), squeeze=False)
+                hollow = False
                 for ax, metric in zip(axes.flat, metrics):
-                    _plot_metric(ax, agg, metric, anchor, log_x)
+                    hollow |= _plot_metric(ax, agg, metric, anchor, log_x)
+                    patches = figure_context(agg, metric).split(", ")[2:]  # only FID/KID say their patches
+                    ax.set_title(metric_spec(metric).label + (f" ({patches[0]})" if patches else ""),
+                                 fontsize=size.font * 0.9)
                 for ax in list(axes.flat)[len(metrics):]:
                     ax.set_visible(False)
                 handles, labels = axes.flat[0].get_legend_handles_labels()
+                if hollow:
+                    from matplotlib.lines import Line2D
+
+                    handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white",
+                                          markeredgecolor="#555"))
+                    labels.append(DROPPED_NOTE)
                 fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False,
                            bbox_to_anchor=(0.5, 1.0), fontsize=size.font)
+                fig.suptitle(figure_context(agg), y=1.0 + 0.045 * math.ceil(len(labels) / 6) + 0.015,
+                             fontsize=size.font * 1.05)
                 fig.tight_layout()
                 stem = f"rd_overview_{size_name}"
                 written[stem] = _save(fig, out, stem)
@@ -194,7 +265,8 @@ def plot_dp_plane(agg: Aggregate, out: Path, size_name: str = "screen", anchor: 
             ax.annotate(f"{t:.3g} bpp", (x, y), textcoords="offset points", xytext=(4, -8), fontsize=size.font * 0.75)
     ax.set_xlabel(spec.axis_label + " (perception)")
     ax.set_ylabel("PSNR [dB] ↑ (distortion)")
-    title = "distortion–perception at matched rates " + ", ".join(f"{t:.3g}" for t in targets) + " bpp"
+    title = (f"{figure_context(agg, perc)}: distortion–perception at matched rates "
+             + ", ".join(f"{t:.3g}" for t in targets) + " bpp")
     ax.set_title(title + (f"\n{note}" if note else ""), fontsize=size.font * 0.85)
     ax.grid(True, alpha=0.3, linewidth=0.5)
     ax.legend(fontsize=size.font * 0.8, frameon=False)
