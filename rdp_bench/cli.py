@@ -196,6 +196,26 @@ def pack_crops_cmd(
     console.print(f"wrote {path}")
 
 
+install_app = typer.Typer(help="Build and install external tools the codecs use.", no_args_is_help=True)
+app.add_typer(install_app, name="install")
+
+
+@install_app.command("bpg")
+def install_bpg_cmd(
+    source: Optional[Path] = typer.Option(None, "--from", help="Build from this libbpg-0.9.8 tarball or folder instead of downloading the official one."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Install folder (default the cache bin/, where the bpg codecs look first)."),
+    jobs: int = typer.Option(2, "--jobs", "-j"),
+) -> None:
+    """Build the real bpgenc/bpgdec 0.9.8 (8-bit x265) from source; the bpg codecs then use them."""
+    from rdp_bench.codecs.bpg_install import BuildError, install_bpg
+    from rdp_bench.datasets.download import DownloadError
+
+    try:
+        install_bpg(source, dest, jobs=jobs, log=lambda msg: console.print(msg, highlight=False, markup=False))
+    except (BuildError, DownloadError) as exc:
+        _fail(str(exc))
+
+
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
     job: str = typer.Option("autoencoder", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),

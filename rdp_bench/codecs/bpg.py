@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fractions
 import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -579,6 +580,12 @@ class BPG(Codec):
     # -- availability and provenance --
     @staticmethod
     def binaries() -> tuple[str | None, str | None]:
+        """bpgenc/bpgdec built by ``rdp-bench install bpg`` (the cache ``bin/``), else those on PATH."""
+        from rdp_bench.codecs.bpg_install import cache_bin_dir
+
+        built = cache_bin_dir()
+        if all(os.access(built / n, os.X_OK) for n in ("bpgenc", "bpgdec")):
+            return str(built / "bpgenc"), str(built / "bpgdec")
         return shutil.which("bpgenc"), shutil.which("bpgdec")
 
     def uses_binary(self) -> bool:

@@ -118,7 +118,7 @@ def plot_curves(folder: Path, title: str) -> Path | None:
     val = CsvLog(folder / "val.csv").rows()
     if not train and not val:
         return None
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     if train:
         steps = [float(r["step"]) for r in train]
         for key in [k for k in train[0] if k.startswith("loss")]:
@@ -130,18 +130,27 @@ def plot_curves(folder: Path, title: str) -> Path | None:
     for lv in levels:
         rs = [r for r in val if r["level"] == lv]
         steps = [float(r["step"]) for r in rs]
-        axes[1].plot(steps, [float(r["psnr"]) for r in rs], label=f"level {lv}")
-        axes[2].plot(steps, [float(r["bpp"]) for r in rs])
+        axes[1].plot(steps, [float(r["psnr"]) for r in rs], marker=".", label=f"level {lv}")
+        axes[2].plot(steps, [float(r["bpp"]) for r in rs], marker=".")
         kid = [(float(r["step"]), float(r["kid"])) for r in rs if r.get("kid") not in (None, "", "nan")]
         if kid:
             axes[3].plot(*zip(*kid), marker="o", label=f"level {lv}")
+    if val:  # the rate-distortion curve of the latest validation, and of the first one for scale
+        for step, style in ((min(float(r["step"]) for r in val), ":"), (max(float(r["step"]) for r in val), "-")):
+            rs = sorted((r for r in val if float(r["step"]) == step), key=lambda r: float(r["bpp"]))
+            axes[4].plot([float(r["bpp"]) for r in rs], [float(r["psnr"]) for r in rs], style, marker="o",
+                         label=f"step {step:g}")
+        axes[4].legend(fontsize=7)
+    axes[4].set_title("validation PSNR vs bpp")
     axes[1].set_title("validation PSNR (dB) ↑")
     axes[2].set_title("validation bpp (estimated)")
     axes[3].set_title("validation KID ↓")
     if levels:
         axes[1].legend(fontsize=7)
-    for ax in axes:
+    for ax in axes[:4]:
         ax.set_xlabel("step")
+    axes[4].set_xlabel("bpp (estimated)")
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
