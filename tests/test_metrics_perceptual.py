@@ -143,7 +143,8 @@ def test_kid_equals_torch_fidelity_and_the_unbiased_mmd():
     theirs = kid_features_to_metric(torch.from_numpy(rec), torch.from_numpy(ref), kid_subsets=100,
                                     kid_subset_size=60, rng_seed=2020, verbose=False)
     assert ours["kid_patches"] == 60 and ours["kid_subset_size"] == 60 and ours["kid_subsets"] == 100
-    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-12)
+    # ours is float64 (as NeuralCompression); torch-fidelity computes in float32 on these features
+    assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5)
     # independent check: with subset = whole set, KID is the unbiased MMD^2 with k(x,y) = (x.y/d + 1)^3
     x, y = rec.astype(np.float64), ref.astype(np.float64)
     k = lambda a, b: (a @ b.T / 2048 + 1) ** 3  # noqa: E731
