@@ -397,7 +397,8 @@ def to_html(table: BDTable) -> str:
         if table.has_overlap_column:
             tds.append(f"<td class='note'>{html.escape(table.overlap_note(codec))}</td>")
         rows.append(f"<tr><td>{html.escape(codec)}</td>{''.join(tds)}</tr>")
-    legend = "".join(f"<br>{html.escape(line)}" for line in _legend(table))
+    # `command` spans as <code>: backticks are Markdown, not something to print
+    legend = "".join("<br>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line)) for line in _legend(table))
     return (f"<p class='caption'>{html.escape(table.title())}</p><table class='bd'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table><p class='legend'>{legend[4:]}</p>")
 

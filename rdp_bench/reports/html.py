@@ -33,20 +33,170 @@ th:first-child,td:first-child{text-align:left}p.caption{font-weight:600;margin:1
 td.best{font-weight:700;background:#e8f5e9}td.na{color:#888;font-size:.85em}td.weak{color:#999}td.note{text-align:left;color:#666;font-size:.85em}tr.anchor td{color:#555;font-style:italic}
 .legend,.note{font-size:.85em;color:#555}.warn{background:#fff8e1;border-left:4px solid #ffb300;padding:.4em .8em}
 .plots img{max-width:100%;border:1px solid #eee;margin:.3em 0}
-.grid{display:grid;gap:.6em;align-items:start;max-width:100%}.cell{font-size:.78em;text-align:center}
-.cell img{width:100%;image-rendering:pixelated;border:1px solid #ccc;display:block}
-.cell .missing{border:1px dashed #c00;color:#c00;padding:2em .3em}
+.grid{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}.cell{font-size:.78em;text-align:center;break-inside:avoid}
+.cell img{image-rendering:auto;border:1px solid #ccc;display:block;cursor:pointer}
+.zoom .cell img{image-rendering:pixelated}
+.cell .missing{border:1px dashed #c00;color:#c00;padding:2em .3em;width:12em}
+.cell .showing{color:#b00;font-weight:600}
 code,pre{font-size:.85em;background:#f6f8fa}pre{padding:.6em;overflow:auto;max-height:24em}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \21C5";color:#bbb}
+.scroll{max-height:30em;overflow:auto}
+#iplot{border:1px solid #eee}#iplot text{font-size:11px}.toggles label{margin-right:1em;font-size:.85em;cursor:pointer}
+#tip{position:absolute;background:#fff;border:1px solid #999;padding:.2em .4em;font-size:.8em;pointer-events:none;display:none}
+@media print{body{max-width:none;margin:0}.noprint,details,#tip{display:none}h2,h3{break-after:avoid}
+ .cell,figure,table.bd,tr{break-inside:avoid}.scroll{max-height:none;overflow:visible}a{color:inherit;text-decoration:none}}
 """
 
-# marks the body when every <img> decoded, so a headless browser test can read it from the DOM
-SCRIPT = """
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
-  document.body.setAttribute('data-images', String(imgs.length));
-  document.body.setAttribute('data-images-broken', String(broken.length));
-});
+# Bundled, no CDN: the page must work offline and from a CI artifact. Marks the body with image counts
+# (for a headless browser test), sorts tables, toggles crops against the original, and draws the
+# interactive curves from the JSON in #plot-data.
+SCRIPT = r"""
+(function () {
+  function ready() {
+    var imgs = Array.prototype.slice.call(document.images);
+    var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+    document.body.setAttribute('data-images', String(imgs.length));
+    document.body.setAttribute('data-images-broken', String(broken.length));
+  }
+  function sortable(table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      th.addEventListener('click', function () {
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var dir = th.getAttribute('data-dir') === 'asc' ? -1 : 1;
+        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('data-dir'); });
+        th.setAttribute('data-dir', dir === 1 ? 'asc' : 'desc');
+        rows.sort(function (a, b) {
+          var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
+          var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+          var nx = parseFloat(x), ny = parseFloat(y);
+          if (!isNaN(nx) && !isNaN(ny)) { return dir * (nx - ny); }
+          return dir * String(x).localeCompare(String(y));
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  }
+  function abToggle(img) {  // click: this codec <-> the original, same crop
+    img.addEventListener('click', function () {
+      if (!img.getAttribute('data-alt')) { return; }
+      var alt = img.getAttribute('data-alt');
+      img.setAttribute('data-alt', img.src); img.src = alt;
+      var label = img.parentNode.querySelector('.which');
+      if (label) {
+        var orig = label.getAttribute('data-showing') !== 'original';
+        label.setAttribute('data-showing', orig ? 'original' : 'codec');
+        label.textContent = orig ? 'showing: original (click again)' : '';
+        label.className = orig ? 'which showing' : 'which';
+      }
+    });
+  }
+  var SVGNS = 'http://www.w3.org/2000/svg';
+  function el(name, attrs, parent) {
+    var e = document.createElementNS(SVGNS, name);
+    for (var k in attrs) { e.setAttribute(k, attrs[k]); }
+    if (parent) { parent.appendChild(e); }
+    return e;
+  }
+  function plot(data) {
+    var svg = document.getElementById('iplot'), select = document.getElementById('iplot-metric');
+    var toggles = document.getElementById('iplot-codecs'), tip = document.getElementById('tip');
+    if (!svg || !data.metrics.length) { return; }
+    var hidden = {}, W = 720, H = 420, L = 60, R = 20, T = 20, B = 45, view = null;
+    data.metrics.forEach(function (m, i) {
+      var o = document.createElement('option'); o.value = String(i); o.textContent = m.axis; select.appendChild(o);
+    });
+    data.codecs.forEach(function (c) {
+      var lab = document.createElement('label'), box = document.createElement('input');
+      box.type = 'checkbox'; box.checked = true; box.setAttribute('data-codec', c.name);
+      box.addEventListener('change', function () { hidden[c.name] = !box.checked; draw(); });
+      lab.appendChild(box); lab.appendChild(document.createTextNode(' ' + c.name));
+      lab.style.color = c.color; toggles.appendChild(lab);
+    });
+    select.addEventListener('change', function () { view = null; draw(); });
+    svg.addEventListener('dblclick', function () { view = null; draw(); });
+    var drag = null;
+    svg.addEventListener('mousedown', function (ev) { drag = ev.offsetX; });
+    svg.addEventListener('mouseup', function (ev) {  // drag horizontally to zoom into a bpp range
+      if (drag !== null && Math.abs(ev.offsetX - drag) > 8 && svg._x) {
+        var a = svg._x.inv(Math.min(drag, ev.offsetX)), b = svg._x.inv(Math.max(drag, ev.offsetX));
+        view = [a, b]; draw();
+      }
+      drag = null;
+    });
+    function draw() {
+      while (svg.firstChild) { svg.removeChild(svg.firstChild); }
+      var m = data.metrics[parseInt(select.value || '0', 10)], pts = [];
+      data.codecs.forEach(function (c) {
+        if (hidden[c.name]) { return; }
+        (m.curves[c.name] || []).forEach(function (p) {
+          if (!view || (p[0] >= view[0] && p[0] <= view[1])) { pts.push(p); }
+        });
+      });
+      var xs = pts.map(function (p) { return p[0]; }), ys = pts.map(function (p) { return p[1]; });
+      var x0 = view ? view[0] : Math.min.apply(null, xs.concat([0])), x1 = view ? view[1] : Math.max.apply(null, xs.concat([1]));
+      var y0 = Math.min.apply(null, ys.length ? ys : [0]), y1 = Math.max.apply(null, ys.length ? ys : [1]);
+      if (y1 === y0) { y1 = y0 + 1; }
+      var pad = 0.05 * (y1 - y0); y0 -= pad; y1 += pad;
+      var sx = function (v) { return L + (v - x0) / (x1 - x0 || 1) * (W - L - R); };
+      var sy = function (v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
+      sx.inv = function (px) { return x0 + (px - L) / (W - L - R) * (x1 - x0); };
+      svg._x = sx;
+      el('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#333'}, svg);
+      el('line', {x1: L, y1: T, x2: L, y2: H - B, stroke: '#333'}, svg);
+      for (var i = 0; i <= 5; i++) {
+        var xv = x0 + i * (x1 - x0) / 5, yv = y0 + i * (y1 - y0) / 5;
+        el('text', {x: sx(xv), y: H - B + 15, 'text-anchor': 'middle'}, svg).textContent = xv.toPrecision(3);
+        el('text', {x: L - 5, y: sy(yv) + 4, 'text-anchor': 'end'}, svg).textContent = yv.toPrecision(4);
+        el('line', {x1: L, y1: sy(yv), x2: W - R, y2: sy(yv), stroke: '#eee'}, svg);
+      }
+      el('text', {x: (L + W - R) / 2, y: H - 8, 'text-anchor': 'middle'}, svg).textContent = 'bpp';
+      el('text', {x: 14, y: (T + H - B) / 2, transform: 'rotate(-90 14 ' + (T + H - B) / 2 + ')', 'text-anchor': 'middle'}, svg).textContent = m.axis;
+      var drawn = 0;
+      data.codecs.forEach(function (c) {
+        if (hidden[c.name] || !m.curves[c.name]) { return; }
+        var cp = m.curves[c.name].filter(function (p) { return !view || (p[0] >= view[0] && p[0] <= view[1]); });
+        if (!cp.length) { return; }
+        drawn += 1;
+        el('polyline', {points: cp.map(function (p) { return sx(p[0]) + ',' + sy(p[1]); }).join(' '), fill: 'none',
+                        stroke: c.color, 'stroke-width': 1.5, 'stroke-dasharray': c.anchor ? '5,3' : '',
+                        'data-codec': c.name}, svg);
+        cp.forEach(function (p) {
+          var dot = el('circle', {cx: sx(p[0]), cy: sy(p[1]), r: 4, fill: p[3] ? '#fff' : c.color, stroke: c.color}, svg);
+          dot.addEventListener('mousemove', function (ev) {
+            tip.style.display = 'block'; tip.style.left = (ev.pageX + 12) + 'px'; tip.style.top = (ev.pageY + 12) + 'px';
+            tip.textContent = c.name + ' ' + p[2] + ': ' + p[0].toFixed(4) + ' bpp, ' + m.label + ' ' + p[1].toPrecision(5)
+              + (p[3] ? ' (left out of BD)' : '');
+          });
+          dot.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+        });
+      });
+      svg.setAttribute('data-curves', String(drawn));
+    }
+    draw();
+    if (location.hash === '#selftest') {  // for the headless test: a toggle must change the drawing
+      var before = svg.getAttribute('data-curves');
+      var box = toggles.querySelector('input'); box.checked = false; box.dispatchEvent(new Event('change'));
+      document.body.setAttribute('data-toggle', before + '->' + svg.getAttribute('data-curves'));
+    }
+  }
+  window.addEventListener('load', function () {
+    ready();
+    Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), sortable);
+    Array.prototype.forEach.call(document.querySelectorAll('.cell img[data-alt]'), abToggle);
+    var zoom = document.getElementById('zoom');
+    if (zoom) {
+      zoom.addEventListener('change', function () {
+        Array.prototype.forEach.call(document.querySelectorAll('.grid img'), function (img) {
+          img.style.width = zoom.checked ? (2 * img.naturalWidth) + 'px' : '';
+        });
+        document.body.classList.toggle('zoom', zoom.checked);
+      });
+    }
+    var holder = document.getElementById('plot-data');
+    if (holder) { plot(JSON.parse(holder.textContent)); }
+  });
+})();
 """
 
 
@@ -137,20 +287,18 @@ def _originals(agg: Aggregate) -> tuple[dict[str, np.ndarray], str]:
     return out, ""
 
 
-def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 160, target_bpp: float | None = None,
+def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 256, target_bpp: float | None = None,
                ) -> tuple[float, list[tuple[str, np.ndarray | None, list[GridCell]]], list[str]]:
-    """(target bpp, [(image id, original crop, cells)], notes) at the rate point of each codec nearest the target."""
+    """(target bpp, [(image id, original crop, cells)], notes).
+
+    Equal rate per image: for each image, every codec shows the rate point whose bpp *on that image* is
+    nearest the target (a codec's mean bpp can be far from its bpp on one image)."""
     from rdp_bench.reports.plots import matched_rates
 
     notes: list[str] = []
     if target_bpp is None:
         targets = matched_rates(agg, count=1)
         target_bpp = targets[0] if targets else float(np.median(agg.points["bpp"]))
-    chosen: dict[str, str] = {}
-    for codec in agg.codecs:
-        pts = agg.points[agg.points["codec"] == codec]
-        i = int(np.argmin(np.abs(np.log(pts["bpp"].to_numpy(float)) - math.log(target_bpp))))
-        chosen[codec] = str(pts["rate_label"].iloc[i])
     originals, why = _originals(agg)
     if why:
         notes.append(f"originals not shown: {why}")
@@ -165,19 +313,21 @@ def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 160, target_bpp: f
         box = pick_crop(original, crop) if original is not None else None
         cells = []
         for codec in agg.codecs:
-            hit = rows[(rows["codec"] == codec) & (rows["rate_label"].astype(str) == chosen[codec])]
-            if hit.empty:
+            hits = rows[rows["codec"] == codec]
+            if hits.empty:
                 continue
-            row = hit.iloc[0].to_dict()
+            i = int(np.argmin(np.abs(np.log(hits["bpp"].to_numpy(float)) - math.log(target_bpp))))
+            row = hits.iloc[i].to_dict()
+            label = str(row["rate_label"])
             vals = {m: float(row[m]) for m in metric_cols if isinstance(row.get(m), (int, float)) and math.isfinite(row[m])}
             try:
                 rec = _reconstruction(agg, codec, row, codec_cache)
                 if box is None:
                     box = pick_crop(rec, crop)
                 y, x, s = box
-                cells.append(GridCell(codec, chosen[codec], float(row["bpp"]), vals, rec[y:y + s, x:x + s]))
+                cells.append(GridCell(codec, label, float(row["bpp"]), vals, rec[y:y + s, x:x + s]))
             except Exception as exc:  # one codec that cannot decode here must not sink the report
-                cells.append(GridCell(codec, chosen[codec], float(row["bpp"]), vals, None, f"{type(exc).__name__}: {exc}"))
+                cells.append(GridCell(codec, label, float(row["bpp"]), vals, None, f"{type(exc).__name__}: {exc}"))
         orig_crop = None
         if original is not None and box is not None:
             y, x, s = box
@@ -189,28 +339,117 @@ def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 160, target_bpp: f
 def _grid_html(target: float, grid, notes: list[str], anchor: str | None) -> str:
     if not grid:
         return "<p class='note'>no images for the visual comparison</p>"
-    parts = [f"<p class='note'>Same crop (the most detailed {grid[0][1].shape[0] if grid[0][1] is not None else ''} px square "
-             f"of each image) for every codec at its rate point closest to <b>{target:.3g} bpp</b>; bpp and metrics "
-             "below are for this image. Crops are shown enlarged with nearest-neighbour scaling.</p>"]
-    parts += [f"<p class='warn'>{html.escape(n)}</p>" for n in notes]
+    side = next((c.crop.shape[0] for _, _, cells in grid for c in cells if c.crop is not None), None)
+    parts = [f"<p class='note'>Same crop (the most detailed {side or ''} px square of each image, at native "
+             f"resolution) for every codec at the rate point whose bpp <i>on that image</i> is closest to "
+             f"<b>{target:.3g} bpp</b>; the real bpp and metrics of that image are printed under each crop. "
+             "Click a crop to toggle it against the original (A/B).</p>"
+             "<p class='noprint'><label><input type='checkbox' id='zoom'> zoom 2× (nearest neighbour)</label></p>"]
+    parts += [f"<p class='warn'>{_inline(n)}</p>" for n in notes]
     for image_id, orig, cells in grid:
-        parts.append(f"<h3>{html.escape(image_id)}</h3><div class='grid' style='grid-template-columns:repeat(auto-fill,minmax(180px,1fr))'>")
+        parts.append(f"<h3>{html.escape(image_id)}</h3><div class='grid'>")
+        orig_uri = png_data_uri(np.ascontiguousarray(orig)) if orig is not None else ""
         if orig is not None:
-            parts.append(f"<div class='cell'><img alt='original {html.escape(image_id)}' src='{png_data_uri(orig)}'>"
-                         "<b>original</b></div>")
+            parts.append(f"<div class='cell'><img alt='original {html.escape(image_id)}' src='{orig_uri}' "
+                         f"width='{orig.shape[1]}' height='{orig.shape[0]}'><b>original</b></div>")
         else:
             parts.append("<div class='cell'><div class='missing'>original not available</div></div>")
         for c in cells:
             label = f"{c.codec}{' (anchor)' if c.codec == anchor else ''}"
-            metrics = " · ".join(f"{metric_spec(m).label} {v:.4g}" for m, v in c.metrics.items())
-            caption = f"<b>{html.escape(label)}</b> {html.escape(c.rate_label)}<br>{c.bpp:.3f} bpp<br>{html.escape(metrics)}"
+            metrics = " · ".join(f"{metric_spec(m).label} {metric_spec(m).display(v):.4g}" for m, v in c.metrics.items())
+            caption = (f"<b>{html.escape(label)}</b> {html.escape(c.rate_label)}<br>{c.bpp:.3f} bpp"
+                       f"<br>{html.escape(metrics)}<br><span class='which'></span>")
             if c.crop is not None:
-                img = f"<img alt='{html.escape(label)} {html.escape(image_id)}' src='{png_data_uri(np.ascontiguousarray(c.crop))}'>"
+                alt = f" data-alt='{orig_uri}'" if orig_uri else ""
+                img = (f"<img alt='{html.escape(label)} {html.escape(image_id)}' src='{png_data_uri(np.ascontiguousarray(c.crop))}'"
+                       f" width='{c.crop.shape[1]}' height='{c.crop.shape[0]}'{alt}>")
             else:
                 img = f"<div class='missing'>{html.escape(c.error)}</div>"
             parts.append(f"<div class='cell'>{img}{caption}</div>")
         parts.append("</div>")
     return "\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans as <code>, so command names read as commands, not backticks."""
+    return re.sub(r"`([^`]+)`", lambda m: f"<code>{m.group(1)}</code>", html.escape(text))
+
+
+def _per_image_html(agg: Aggregate) -> str:
+    """Every (image, codec, rate point) row, sortable by any column (click a header)."""
+    metrics = [m for m in agg.metrics if m in agg.rows.columns and agg.rows[m].notna().any()]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ["image", "codec", "rate point", "bpp", *[metric_spec(m).axis_label for m in metrics]])
+    body = []
+    for _, r in agg.rows.sort_values(["image_id", "codec", "bpp"]).iterrows():
+        cells = [f"<td>{html.escape(str(r['image_id']))}</td>", f"<td>{html.escape(str(r['codec']))}</td>",
+                 f"<td>{html.escape(str(r['rate_label']))}</td>", f"<td data-v='{r['bpp']:.6f}'>{r['bpp']:.4f}</td>"]
+        for m in metrics:
+            v = metric_spec(m).display(float(r[m])) if pd_notna(r[m]) else math.nan
+            cells.append(f"<td data-v='{v:.6g}'>{v:.4f}</td>" if math.isfinite(v) else "<td data-v=''>n/a</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='scroll'><table class='sortable' id='per-image'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def pd_notna(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _plot_data(agg: Aggregate, anchor: str | None) -> dict[str, Any]:
+    """Curves for the page's interactive plot: [bpp, value, rate point, left out of BD] per point."""
+    from rdp_bench.reports.bdrate import monotone_mask
+    from rdp_bench.reports.plots import codec_color
+
+    metrics = []
+    for m in agg.metrics:
+        spec = metric_spec(m)
+        curves = {}
+        for codec in agg.codecs:
+            sub = agg.points[(agg.points["codec"] == codec) & agg.points[m].notna()].sort_values("bpp")
+            if sub.empty:
+                continue
+            bpp = sub["bpp"].to_numpy(float)
+            val = np.array([spec.display(v) for v in sub[m].to_numpy(float)])
+            ok = np.isfinite(val)
+            keep = monotone_mask(bpp[ok], (1 if spec.higher_is_better else -1) * val[ok])
+            curves[codec] = [[float(b), float(v), str(lab), int(not k)]
+                             for b, v, lab, k in zip(bpp[ok], val[ok], sub["rate_label"].astype(str)[ok], keep)]
+        if curves:
+            metrics.append({"name": m, "label": spec.label, "axis": spec.axis_label, "curves": curves})
+    codecs = [{"name": c, "color": codec_color(c), "anchor": c == anchor} for c in agg.codecs]
+    return {"metrics": metrics, "codecs": codecs}
+
+
+def _interactive_html(agg: Aggregate, anchor: str | None) -> str:
+    data = _plot_data(agg, anchor)
+    if not data["metrics"]:
+        return ""
+    payload = json.dumps(data).replace("</", "<\\/")  # never closes the script element early
+    return ("<div class='noprint'><p><label>metric <select id='iplot-metric'></select></label> "
+            "<span class='note'>hover a point for its values; untick a codec to hide it; drag across to zoom into a "
+            "bpp range, double-click to reset; hollow points are left out of BD (non-monotonic)</span></p>"
+            "<p class='toggles' id='iplot-codecs'></p>"
+            "<svg id='iplot' width='720' height='420' viewBox='0 0 720 420'></svg><div id='tip'></div>"
+            f"<script type='application/json' id='plot-data'>{payload}</script></div>")
+
+
+def _figure_links(figures: dict[str, list[Path]], page: Path) -> str:
+    items = []
+    for stem in sorted(figures):
+        links = " · ".join(f"<a href='{html.escape(_relative(p, page))}'>{html.escape(p.suffix[1:])}</a>"
+                           for p in figures[stem])
+        items.append(f"<li>{html.escape(stem)}: {links}</li>")
+    return f"<ul class='note'>{''.join(items)}</ul>"
+
+
+def _relative(path: Path, page: Path) -> str:
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(page).resolve().parent).replace(os.sep, "/")
 
 
 # ------------------------------------------------------------------------------------------
@@ -265,16 +504,18 @@ def _points_html(agg: Aggregate) -> str:
         vals = [f"{metric_spec(m).display(r[m]):.4f}" if np.isfinite(r[m]) else "n/a" for m in metrics]
         body.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in
                                      [r["codec"], r["rate_label"], r["images"], f"{r['bpp']:.4f}", f"{r['bpp_pooled']:.4f}", *vals]) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[str, list[Path]], anchor: str,
-               method: str, grid: tuple | None = None, title: str = "rdp-bench report") -> Path:
+               method: str, grid: tuple | None = None, title: str = "rdp-bench report",
+               notes: list[str] | None = None) -> Path:
+    path = Path(path)
     sections = [f"<h1>{html.escape(title)}</h1>",
                 f"<p>Codecs: {html.escape(', '.join(agg.codecs))}. Anchor: <b>{html.escape(anchor)}</b>. "
                 f"BD interpolation: <b>{html.escape(method)}</b>. Images compared: {agg.rows['image_sha256'].nunique()}. "
                 "bpp is measured from the bytes of each written bitstream (container header included).</p>"]
-    sections += [f"<p class='warn'>{html.escape(w)}</p>" for w in agg.warnings]
+    sections += [f"<p class='warn'>{_inline(w)}</p>" for w in [*(notes or []), *agg.warnings]]
     patches = agg.points["fid_patches"].dropna() if "fid_patches" in agg.points.columns else []
     if len(patches):
         count = f"{int(min(patches))}" if min(patches) == max(patches) else f"{int(min(patches))}–{int(max(patches))}"
@@ -291,14 +532,16 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
                             f"<figcaption class='note'>{html.escape(png.name)} (SVG and paper-column size next to it)"
                             "</figcaption></figure>")
     sections.append("</div>")
+    sections.append("<h3 class='noprint'>Interactive</h3>" + _interactive_html(agg, anchor))
+    sections.append("<h3>Every figure (PNG and SVG)</h3>" + _figure_links(figures, path))
     sections.append("<h2>Rate points</h2>" + _points_html(agg))
     if grid is not None:
         target, cells, notes = grid
-        sections.append("<h2>Visual comparison</h2>" + _grid_html(target, cells, notes, anchor))
+        sections.append("<h2>Visual comparison at equal rate</h2>" + _grid_html(target, cells, notes, anchor))
+    sections.append("<h2>Per image</h2><p class='note'>Click a column header to sort.</p>" + _per_image_html(agg))
     sections.append("<h2>Provenance</h2>" + _provenance_html(agg))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head>"
             f"<body>{''.join(sections)}<script>{SCRIPT}</script></body></html>")
-    path = Path(path)
     atomic_write_text(path, page)
     return path

@@ -81,6 +81,6 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, meth
     files += [p for paths in figures.values() for p in paths]
     grid = build_grid(agg, n_images=grid_images, target_bpp=grid_bpp) if grid_images > 0 else None
     html_path = write_html(out / "report.html", agg, tables, figures, anchor, method, grid,
-                           title=title or f"rdp-bench report: {context}")
+                           title=title or f"rdp-bench report: {context}", notes=[anchor_note] if anchor_note else None)
     files.append(html_path)
     return ReportFiles(out, tables, files, markdown, anchor, anchor_note)
