@@ -225,7 +225,7 @@ def test_dataset_fetch_verifies_cached_archives_and_cleans_up(http_server, tmp_p
     from PIL import Image
 
     from rdp_bench.datasets import DatasetUnavailable
-    from rdp_bench.datasets.remote import RemoteDataset
+    from rdp_bench.datasets.remote import Archive, RemoteDataset
 
     base, routes = http_server
     buf = io.BytesIO()
@@ -237,8 +237,8 @@ def test_dataset_fetch_verifies_cached_archives_and_cleans_up(http_server, tmp_p
     archive = buf.getvalue()
     url = f"{base}/set.zip"
     routes["/set.zip"] = (200, {}, archive)
-    ds = RemoteDataset("toy", "toy/set", 2, "a toy set", archives=((url, "set.zip"),),
-                       sha256={url: hashlib.sha256(archive).hexdigest()})
+    ds = RemoteDataset("toy", "toy/set", 2, "a toy set",
+                       archives=(Archive(url, "set.zip", hashlib.sha256(archive).hexdigest()),))
     root = tmp_path / "data"
     # a stale or tampered cached archive is not used: it is replaced by a verified download
     (root / ".archives").mkdir(parents=True)
@@ -246,7 +246,7 @@ def test_dataset_fetch_verifies_cached_archives_and_cleans_up(http_server, tmp_p
     assert len(ds.load(root)) == 2
     assert (root / ".archives" / "set.zip").read_bytes() == archive
     # unpinned: refused with a message that says where to put the files
-    unpinned = RemoteDataset("toy2", "toy2", 2, "another set", archives=((url, "set2.zip"),))
+    unpinned = RemoteDataset("toy2", "toy2", 2, "another set", archives=(Archive(url, "set2.zip"),))
     with pytest.raises(DatasetUnavailable, match="pins no sha256.*toy2"):
         unpinned.load(root)
     # an archive whose file entry collides with a folder: a clean error, no staging folder left
@@ -256,8 +256,8 @@ def test_dataset_fetch_verifies_cached_archives_and_cleans_up(http_server, tmp_p
         zf.writestr("a", b"y")
     bad = buf.getvalue()
     routes["/bad.zip"] = (200, {}, bad)
-    clash = RemoteDataset("toy3", "toy3", 1, "a broken set", archives=((f"{base}/bad.zip", "bad.zip"),),
-                          sha256={f"{base}/bad.zip": hashlib.sha256(bad).hexdigest()})
+    clash = RemoteDataset("toy3", "toy3", 1, "a broken set",
+                          archives=(Archive(f"{base}/bad.zip", "bad.zip", hashlib.sha256(bad).hexdigest()),))
     with pytest.raises(DatasetUnavailable, match="cannot extract"):
         clash.load(root)
     assert _leftovers(tmp_path) == [] and not (root / "toy3").exists()

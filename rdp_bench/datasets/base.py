@@ -78,6 +78,8 @@ class Dataset:
     items: list[ImageItem]
     #: (image id, reason) of image-named entries that cannot be read (the sweep reports them)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: facts a reader of the results should know (e.g. how many images were grayscale and converted)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
