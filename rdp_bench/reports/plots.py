@@ -61,8 +61,16 @@ def codec_marker(codec: str) -> str:
 
 
 def _style(codec: str, anchor: str | None) -> dict:
+    from rdp_bench.reports.published import is_published
+
     is_anchor = codec == anchor
-    return {"color": codec_color(codec), "marker": codec_marker(codec), "linestyle": "--" if is_anchor else "-",
+    # published reference curves are dashed like the anchor: numbers from elsewhere, not measured here
+    external = is_published(codec)
+    dashed = is_anchor or external
+    # a published curve takes its codec's colour ("HiFiC (published)" next to a measured hific)
+    base = codec.rsplit(" (", 1)[0].lower() if external else ""
+    color = CODEC_COLORS.get(base) or codec_color(codec)
+    return {"color": color, "marker": codec_marker(codec), "linestyle": "--" if dashed else "-",
             "linewidth": 1.2, "markersize": 4, "label": f"{codec} (anchor)" if is_anchor else codec}
 
 

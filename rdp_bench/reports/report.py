@@ -12,6 +12,7 @@ from rdp_bench.atomic import atomic_write_text
 from rdp_bench.reports.bdrate import BDTable, bd_table, context_line, to_frame, to_latex, to_markdown
 from rdp_bench.reports.html import build_grid, write_html
 from rdp_bench.reports.plots import plot_metrics
+from rdp_bench.reports.published import add_published
 from rdp_bench.reports.runs import Aggregate, ReportError, aggregate, load_run
 
 
@@ -45,12 +46,16 @@ def pick_anchor(codecs: list[str], wanted: str | None = None) -> tuple[str, str]
 def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, method: str = "akima", latex: bool = False,
                 log_x: bool = False, grid_images: int = 3, grid_bpp: float | None = None,
                 codecs: list[str] | None = None, title: str | None = None,
-                sizes: tuple[str, ...] = ("paper", "screen")) -> ReportFiles:
+                sizes: tuple[str, ...] = ("paper", "screen"), published: list[str] | None = None) -> ReportFiles:
+    """``published``: keys of ``rdp_bench.published.ENTRIES`` drawn and tabled beside the run's codecs
+    (refused with ``ReportError`` when their dataset or protocol is not the run's)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aggregate's notes are kept in agg.warnings and shown in the report
         agg: Aggregate = aggregate([load_run(p) for p in run_dirs], codecs=codecs)
+    if published:
+        add_published(agg, published)
     anchor, anchor_note = pick_anchor(agg.codecs, anchor)
     tables = [bd_table(agg, anchor, kind, method) for kind in ("rate", "quality")]
     files: list[Path] = []
