@@ -43,7 +43,7 @@ def _codec_options(entries: Optional[list[str]]) -> dict:
 @app.command()
 def run(
     codec: str = typer.Option(..., "--codec", "-c", help="Codec name(s), comma-separated (see `rdp-bench list codecs`)."),
-    dataset: str = typer.Option("samples", "--dataset", "-d", help="samples, kodak, clic2020, clic2020-test, div2k or folder:PATH."),
+    dataset: str = typer.Option("samples", "--dataset", "-d", help="samples, kodak, clic2020-test (= clic, clic2020), clic2020-valid, div2k-valid (= div2k) or folder:PATH (see `rdp-bench list datasets`)."),
     out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run folder (created; re-running resumes)."),
     rate: Optional[str] = typer.Option(None, "--rate", help="Rate points: labels or indices, comma-separated; `codec:label` targets one codec."),
     metrics: str = typer.Option("psnr,ms-ssim", "--metrics", "-m", help="Metrics, comma-separated (see `rdp-bench list metrics`)."),
@@ -397,15 +397,37 @@ def list_codecs_cmd() -> None:
 
 
 @list_app.command("datasets")
-def list_datasets_cmd() -> None:
-    """Known datasets."""
-    from rdp_bench.datasets import describe_datasets
+def list_datasets_cmd(
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="RDP_BENCH_DATA", help="Where downloaded datasets live."),
+) -> None:
+    """Known datasets: present or not, where, image count, download size (nothing is downloaded)."""
+    from rdp_bench.datasets import list_datasets
 
-    table = Table(title="datasets")
-    table.add_column("dataset")
-    table.add_column("description")
-    for name, desc in describe_datasets().items():
-        table.add_row(name, desc)
+    table = Table(title="datasets (`run --dataset NAME` downloads pinned ones on first use)")
+    for col in ("dataset", "images", "present", "where", "download", "description"):
+        table.add_column(col, overflow="fold")
+    for d in list_datasets(data_root):
+        name = d.name + (f" (= {', '.join(d.aliases)})" if d.aliases else "")
+        table.add_row(name, "" if d.images is None else str(d.images), "yes" if d.present else "no", d.where,
+                      d.download, d.description)
+    console.print(table)
+
+
+@list_app.command("published")
+def list_published_cmd() -> None:
+    """Published rate-distortion-perception points `report --published` can draw, with their provenance."""
+    from rdp_bench.published import ENTRIES, PATCH_PROTOCOLS, load_points
+
+    table = Table(title="published points (`rdp-bench report RUN --published KEY,...`; shown only on a matching dataset and protocol)")
+    for col in ("key", "codec", "datasets (points)", "metrics", "protocol", "source", "paper"):
+        table.add_column(col, overflow="fold")
+    for e in ENTRIES.values():
+        points = load_points(e.key)
+        per_dataset = ", ".join(f"{d} ({sum(p.dataset == d for p in points)})" for d in e.datasets)
+        metrics = sorted({m for p in points for m in p.values})
+        patches = f"FID/KID: {PATCH_PROTOCOLS[e.protocol.patches]}; {e.protocol.fid}; " if e.protocol.patches else ""
+        table.add_row(e.key, e.label, per_dataset, ", ".join(["bpp", *metrics]),
+                      f"{patches}bpp: {e.protocol.bpp} ({e.protocol.bpp_detail})", str(e.source), e.paper)
     console.print(table)
 
 
@@ -438,6 +460,7 @@ def report(
     grid_images: int = typer.Option(3, "--grid-images", min=0, help="Images in the visual comparison (0: none)."),
     grid_bpp: Optional[float] = typer.Option(None, "--grid-bpp", help="Target bpp of the visual comparison."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Only these codecs, comma-separated, in this order."),
+    published: Optional[str] = typer.Option(None, "--published", help="Published curves to add, comma-separated (see `rdp-bench list published`); refused unless dataset and protocol match the run."),
 ) -> None:
     """BD-rate / BD-quality tables, rate-distortion-perception plots and a self-contained report.html."""
     from rdp_bench.reports.bdrate import METHODS
@@ -449,7 +472,8 @@ def report(
         raise typer.Exit(2)
     try:
         result = make_report(run_dirs, out, anchor=anchor, method=method, latex=latex, log_x=log_x,
-                             grid_images=grid_images, grid_bpp=grid_bpp, codecs=_split(codec) or None)
+                             grid_images=grid_images, grid_bpp=grid_bpp, codecs=_split(codec) or None,
+                             published=_split(published) or None)
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

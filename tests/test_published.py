@@ -126,3 +126,27 @@ def test_report_refuses_published_on_another_dataset(tmp_path):
     other = _fake_run(tmp_path / "run2", protocol="patches299-center")
     with pytest.raises(ReportError, match="fid256 .*the run on patches299-center"):
         make_report([other], tmp_path / "rep2", grid_images=0, sizes=("screen",), published=["msillm"])
+
+
+def test_cli_report_published_and_lists(tmp_path):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    runner = CliRunner()
+    wide = {"COLUMNS": "400"}
+    run = _fake_run(tmp_path / "run")
+    res = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "rep"), "--grid-images", "0",
+                              "--published", "hific,msillm"], env=wide)
+    assert res.exit_code == 0, res.output
+    assert "| HiFiC (published) |" in res.output and "| MS-ILLM (published) |" in res.output
+    samples = _fake_run(tmp_path / "samples", dataset="samples")
+    res = runner.invoke(app, ["report", str(samples), "--out", str(tmp_path / "rep2"), "--published", "msillm"], env=wide)
+    assert res.exit_code == 2 and "the run is on samples" in res.output and "clic2020-test" in res.output
+    res = runner.invoke(app, ["list", "published"], env=wide)
+    assert res.exit_code == 0 and all(key in res.output for key in ENTRIES)
+    assert "models/hific/data.csv" in res.output
+    res = runner.invoke(app, ["list", "datasets", "--data-root", str(tmp_path / "data")], env=wide)
+    assert res.exit_code == 0
+    line = next(ln for ln in res.output.splitlines() if "clic2020-test" in ln)
+    assert "428" in line and "1.61 GB, sha256 pinned" in line and " no " in line
