@@ -107,7 +107,9 @@ def _toy(tmp_path, count=3, pro_images=None, mobile_images=None, name="toy"):
     src = tmp_path / "src"
     src.mkdir(exist_ok=True)
     pro = {f"professional/p{i}.png": _png((i, 10, 20)) for i in range(2)}
-    mobile = {"mobile/m0.png": _png(90, mode="L")}  # grayscale: converted and counted
+    # grayscale: converted and counted; the macOS resource fork is debris, neither an image nor counted
+    mobile = {"mobile/m0.png": _png(90, mode="L"), "__MACOSX/mobile/._m0.png": b"\x00\x05\x16\x07",
+              "mobile/._m0.png": b"\x00\x05\x16\x07"}
     url_p, sha_p, size_p = _zip(src / "pro.zip", pro)
     url_m, sha_m, size_m = _zip(src / "mobile.zip", mobile)
     return remote.RemoteDataset(

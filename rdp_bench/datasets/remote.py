@@ -174,7 +174,13 @@ class RemoteDataset:
                 record[part.url] = str(part.sha256)
                 # several archives (professional + mobile) each get a folder: their entries may share names
                 target = staging / Path(part.name).stem if len(self.archives) > 1 else staging
-                written = safe_extract(archive, target)
+                written = []
+                for p in safe_extract(archive, target):
+                    if _is_resource_fork(p, target):
+                        p.unlink(missing_ok=True)
+                    else:
+                        written.append(p)
+                shutil.rmtree(target / "__MACOSX", ignore_errors=True)
                 got = sum(1 for p in written if p.suffix.lower() in IMAGE_SUFFIXES)
                 if part.images is not None and got != part.images:
                     raise DatasetUnavailable(f"{self.name}: {part.name} holds {got} images, expected {part.images}")
@@ -215,6 +221,12 @@ class RemoteDataset:
             ds.notes.append(f"{gray} of {len(ds)} images are grayscale; they are converted to RGB (the channel "
                             "repeated), as TensorFlow Datasets' clic does")
         return ds
+
+
+def _is_resource_fork(path: Path, root: Path) -> bool:
+    """macOS zip debris (``__MACOSX/._x.png``): named like images, holds none, so it must not be counted."""
+    parts = path.relative_to(root).parts
+    return "__MACOSX" in parts or path.name.startswith("._")
 
 
 # --- manifest ----------------------------------------------------------------------------------------
