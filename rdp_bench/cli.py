@@ -461,6 +461,7 @@ def report(
     grid_bpp: Optional[float] = typer.Option(None, "--grid-bpp", help="Target bpp of the visual comparison."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Only these codecs, comma-separated, in this order."),
     published: Optional[str] = typer.Option(None, "--published", help="Published curves to add, comma-separated (see `rdp-bench list published`); refused unless dataset and protocol match the run."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples of the images for 95% confidence intervals of rate points and BD numbers (e.g. 200; 0: none)."),
 ) -> None:
     """BD-rate / BD-quality tables, rate-distortion-perception plots and a self-contained report.html."""
     from rdp_bench.reports.bdrate import METHODS
@@ -473,7 +474,7 @@ def report(
     try:
         result = make_report(run_dirs, out, anchor=anchor, method=method, latex=latex, log_x=log_x,
                              grid_images=grid_images, grid_bpp=grid_bpp, codecs=_split(codec) or None,
-                             published=_split(published) or None)
+                             published=_split(published) or None, bootstrap=bootstrap)
     except ReportError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

@@ -150,3 +150,33 @@ def test_cli_report_published_and_lists(tmp_path):
     assert res.exit_code == 0
     line = next(ln for ln in res.output.splitlines() if "clic2020-test" in ln)
     assert "428" in line and "1.61 GB, sha256 pinned" in line and " no " in line
+
+
+def test_bootstrap_intervals_cover_the_estimate_and_shrink_with_agreement(tmp_path):
+    from rdp_bench.reports.report import make_report
+
+    run = _fake_run(tmp_path / "run", images=6)
+    rep = make_report([run], tmp_path / "rep", anchor="bpg", grid_images=0, sizes=("screen",), bootstrap=100)
+    points = pd.read_csv(tmp_path / "rep" / "rate_points.csv")
+    assert (points["psnr_ci_low"] <= points["psnr"]).all() and (points["psnr"] <= points["psnr_ci_high"]).all()
+    assert (points["psnr_ci_high"] - points["psnr_ci_low"] > 0).all()  # images differ by up to 0.5 dB
+    assert points["fid_ci_low"].isna().all() if "fid_ci_low" in points else True
+    cell = rep.tables[0].cells[("corrdiff", "psnr")]
+    # every image is shifted by the same amount for both codecs: the paired BD-rate hardly moves
+    assert cell.ci is not None and cell.ci[0] <= cell.value <= cell.ci[1] and cell.ci[1] - cell.ci[0] < 1.0
+    md = (tmp_path / "rep" / "bd_tables.md").read_text()
+    assert "95% bootstrap intervals over the 6 images (100 resamples" in md
+    assert re.search(r"\| corrdiff \| \*\*-\d+\.\d\d% \[-\d+\.\d\d, -\d+\.\d\d\]\*\*", md)
+
+
+def test_cli_bootstrap_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    run = _fake_run(tmp_path / "run", images=4)
+    res = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "rep"), "--grid-images", "0",
+                                   "--bootstrap", "50"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    assert "95% bootstrap intervals over the 4 images (50 resamples" in res.output
+    assert "psnr_ci_low" in pd.read_csv(tmp_path / "rep" / "rate_points.csv").columns

@@ -10,6 +10,7 @@ import pandas as pd
 
 from rdp_bench.atomic import atomic_write_text
 from rdp_bench.reports.bdrate import BDTable, bd_table, context_line, to_frame, to_latex, to_markdown
+from rdp_bench.reports.bootstrap import bootstrap_report
 from rdp_bench.reports.html import build_grid, write_html
 from rdp_bench.reports.plots import plot_metrics
 from rdp_bench.reports.published import add_published
@@ -46,9 +47,11 @@ def pick_anchor(codecs: list[str], wanted: str | None = None) -> tuple[str, str]
 def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, method: str = "akima", latex: bool = False,
                 log_x: bool = False, grid_images: int = 3, grid_bpp: float | None = None,
                 codecs: list[str] | None = None, title: str | None = None,
-                sizes: tuple[str, ...] = ("paper", "screen"), published: list[str] | None = None) -> ReportFiles:
+                sizes: tuple[str, ...] = ("paper", "screen"), published: list[str] | None = None,
+                bootstrap: int = 0) -> ReportFiles:
     """``published``: keys of ``rdp_bench.published.ENTRIES`` drawn and tabled beside the run's codecs
-    (refused with ``ReportError`` when their dataset or protocol is not the run's)."""
+    (refused with ``ReportError`` when their dataset or protocol is not the run's). ``bootstrap``: resamples
+    of the images for 95 % confidence intervals (0: none)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -58,6 +61,10 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, meth
         add_published(agg, published)
     anchor, anchor_note = pick_anchor(agg.codecs, anchor)
     tables = [bd_table(agg, anchor, kind, method) for kind in ("rate", "quality")]
+    if bootstrap_report(agg, tables, bootstrap):
+        agg.warnings.append(f"[lo, hi]: 95% bootstrap intervals over the {agg.rows['image_sha256'].nunique()} "
+                            f"images ({bootstrap} resamples, the same for every codec); FID/KID and published "
+                            "curves have none")
     files: list[Path] = []
 
     points_csv = out / "rate_points.csv"

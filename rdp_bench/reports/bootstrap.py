@@ -1,0 +1,96 @@
+"""Bootstrap confidence intervals over images for a report's rate points and BD numbers.
+
+One resample draws images with replacement; the *same* draw is used for every codec and rate point
+(the codecs were measured on the same images, so their errors are paired), the per-rate-point means are
+recomputed and, from those curves, every BD-rate / BD-quality cell. The interval is the percentile
+interval of the resampled values. Per-image metrics only: FID/KID are one number per rate point here
+(their patches would need resampling from the stored features) and published curves have no images, so
+both keep no interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rdp_bench.reports.bdrate import BDTable, bd
+from rdp_bench.reports.runs import Aggregate, is_dataset_metric, metric_spec
+
+
+def _matrices(agg: Aggregate, metrics: list[str]) -> tuple[list[str], dict[tuple[str, str], dict[str, np.ndarray]]]:
+    """Images (common set, fixed order) and, per (codec, rate label), bpp and metric values in that order."""
+    images = sorted(set(agg.rows["image_sha256"].astype(str)))
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for (codec, label), g in agg.rows.groupby(["codec", "rate_label"], sort=False):
+        g = g.drop_duplicates("image_sha256")
+        g.index = g["image_sha256"].astype(str)
+        if set(g.index) != set(images):
+            continue  # aggregate() restricts to a common set; anything else is not comparable
+        g = g.loc[images]
+        out[(str(codec), str(label))] = {"bpp": g["bpp"].to_numpy(float),
+                                         **{m: g[m].to_numpy(float) for m in metrics if m in g.columns}}
+    return images, out
+
+
+def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: int = 0,
+                     level: float = 0.95) -> int:
+    """Add ``<metric>_ci_low``/``_ci_high`` (and ``bpp_ci_*``) to ``agg.points`` and set ``ci`` on every
+    BD cell of ``tables`` whose curves rest on per-image rows. Returns the number of resamples used."""
+    if n <= 0:
+        return 0
+    metrics = [m for m in agg.metrics if not is_dataset_metric(m)]
+    images, data = _matrices(agg, metrics)
+    if len(images) < 2 or not data:
+        return 0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(images), size=(n, len(images)))
+    # resampled means: key -> column -> (n,) array
+    means = {key: {col: vals[draws].mean(axis=1) for col, vals in cols.items()} for key, cols in data.items()}
+    alpha = (1 - level) / 2
+
+    def interval(samples: np.ndarray) -> tuple[float, float]:
+        finite = samples[np.isfinite(samples)]
+        if len(finite) < max(10, n // 2):  # mostly n/a resamples: no honest interval
+            return math.nan, math.nan
+        return float(np.quantile(finite, alpha)), float(np.quantile(finite, 1 - alpha))
+
+    for col in ["bpp", *metrics]:
+        lo_col, hi_col = f"{col}_ci_low", f"{col}_ci_high"
+        agg.points[lo_col] = math.nan
+        agg.points[hi_col] = math.nan
+        for key, cols in means.items():
+            if col not in cols:
+                continue
+            at = (agg.points["codec"] == key[0]) & (agg.points["rate_label"] == key[1])
+            agg.points.loc[at, [lo_col, hi_col]] = interval(cols[col])
+
+    labels: dict[str, list[str]] = {}
+    for codec, label in means:
+        labels.setdefault(codec, []).append(label)
+    for table in tables:
+        if table.anchor not in labels:
+            continue
+        for metric in table.metrics:
+            if metric not in metrics:
+                continue
+            spec = metric_spec(metric)
+            for codec in table.codecs:
+                cell = table.cells.get((codec, metric))
+                if cell is None or not cell.ok or codec not in labels:
+                    continue
+                values = np.full(n, math.nan)
+                for r in range(n):
+                    curves = []
+                    for c in (table.anchor, codec):
+                        rate = np.array([means[(c, lab)]["bpp"][r] for lab in labels[c]])
+                        qual = np.array([spec.display(means[(c, lab)][metric][r]) for lab in labels[c]])
+                        curves.append((rate, qual))
+                    (ra, qa), (rt, qt) = curves
+                    res = bd(ra, qa, rt, qt, higher_is_better=spec.higher_is_better, kind=table.kind,
+                             method=table.method)
+                    values[r] = res.value
+                lo, hi = interval(values)
+                if math.isfinite(lo):
+                    cell.ci = (lo, hi)
+    return n
