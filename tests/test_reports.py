@@ -179,6 +179,14 @@ def test_html_report_renders_in_headless_chromium(report_dir, tmp_path):
     images = int(re.search(r'data-images="(\d+)"', dom.stdout).group(1))
     broken = int(re.search(r'data-images-broken="(\d+)"', dom.stdout).group(1))
     assert images == 7 and broken == 0
+    assert re.search(r'id="iplot"[^>]*data-curves="2"', dom.stdout)  # the interactive plot drew both runs
+    # the plot responds to a codec toggle (the page's #selftest unticks the first codec)
+    toggled = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                              page.as_uri() + "#selftest"], capture_output=True, text=True, timeout=90)
+    # the DOM dump escapes '>' in attribute values
+    assert re.search(r'data-toggle="2-(>|&gt;)1"', toggled.stdout), toggled.stdout[-500:]
+    # and a click on a crop opens it zoomed, with the original under the A/B wipe
+    assert 'data-lightbox="open"' in toggled.stdout and re.search(r'<div id="lightbox">.*?<img[^>]+class="a"', toggled.stdout, re.S)
     shot = tmp_path / "report.png"
     res = _headless(page, f"--screenshot={shot}", "--window-size=1200,2400")
     assert res.returncode == 0 and shot.exists()
@@ -571,3 +579,52 @@ def test_figures_name_dataset_images_patches_and_draw_dropped_points_hollow(tmp_
     hollow = [line for line in ax.lines if line.get_linestyle() == "None" and line.get_markerfacecolor() == "white"]
     assert len(hollow) == 1 and list(hollow[0].get_xdata()) == pytest.approx([0.4 * 0.8 * 1.01])  # beta's r2
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------
+# the HTML report
+# ------------------------------------------------------------------------------------------
+
+def test_html_report_serves_a_study(report_dir):
+    page = (report_dir / "report.html").read_text()
+    # everything bundled: nothing fetched (the SVG namespace URI in the script is a name, not a request)
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//|<script[^>]+src=|<link[^>]+stylesheet|url\(['\"]?https?:|@import", page)
+    assert "<table class='sortable' id='per-image'>" in page and page.count("<tr>") > 12  # 2 images x 2 runs x 3
+    assert "href='figures/rd_psnr_screen.svg'" in page and "href='figures/rd_overview_paper.png'" in page
+    assert "@media print" in page and "break-inside:avoid" in page
+    assert "id='plot-data'" in page and "id='iplot'" in page
+    data = json.loads(re.search(r"<script type='application/json' id='plot-data'>(.*?)</script>", page, re.S).group(1))
+    assert {m["name"] for m in data["metrics"]} == {"psnr", "ms-ssim"} and len(data["codecs"]) == 2
+    crops = re.findall(r"<img alt='jpeg[^']*' src='data:image/png;base64,[^']+' width='(\d+)' height='(\d+)' data-alt=", page)
+    assert crops and all(w == h and int(w) <= 256 for w, h in crops)  # native size, A/B against the original
+    # A/B names the original's element (one copy of it per image, not one per crop)
+    assert set(re.findall(r"data-alt='([^']+)'", page)) == {"orig-0", "orig-1"} and page.count("id='orig-") == 2
+    assert "`" not in re.sub(r"<script.*?</script>", "", page, flags=re.S)  # backticks became <code>
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_html_report_script_parses(report_dir, tmp_path):
+    page = (report_dir / "report.html").read_text()
+    script = re.findall(r"<script>(.*?)</script>", page, re.S)[-1]
+    (tmp_path / "page.js").write_text(script)
+    res = subprocess.run(["node", "--check", str(tmp_path / "page.js")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_visual_grid_is_at_equal_rate_per_image(jpeg_runs):
+    from rdp_bench.reports.html import build_grid
+    from rdp_bench.reports.runs import aggregate, load_run
+
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        agg = aggregate([load_run(jpeg_runs[0])])
+    target = 0.4
+    _, grid, _ = build_grid(agg, n_images=2, target_bpp=target)
+    assert len(grid) == 2
+    for image_id, original, cells in grid:
+        rows = agg.rows[(agg.rows["image_id"] == image_id) & (agg.rows["codec"] == "jpeg")]
+        nearest = rows.iloc[int(np.argmin(np.abs(np.log(rows["bpp"]) - math.log(target))))]
+        (cell,) = cells
+        assert cell.rate_label == nearest["rate_label"] and cell.bpp == pytest.approx(nearest["bpp"])
+        assert cell.crop is not None and original is not None and cell.crop.shape == original.shape
+        assert cell.crop.shape[0] == min(256, *rows[["height", "width"]].min())

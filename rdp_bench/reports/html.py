@@ -25,33 +25,43 @@ from rdp_bench.atomic import atomic_write_text
 from rdp_bench.reports.bdrate import BDTable, to_html
 from rdp_bench.reports.runs import Aggregate, metric_spec
 
-CSS = """
+CSS = r"""
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}p.caption{font-weight:600;margin:1em 0 .2em}
 td.best{font-weight:700;background:#e8f5e9}td.na{color:#888;font-size:.85em}td.weak{color:#999}td.note{text-align:left;color:#666;font-size:.85em}tr.anchor td{color:#555;font-style:italic}
 .legend,.note{font-size:.85em;color:#555}.warn{background:#fff8e1;border-left:4px solid #ffb300;padding:.4em .8em}
-.plots img{max-width:100%;border:1px solid #eee;margin:.3em 0}
+.plots img{max-width:100%;border:1px solid #eee;margin:.3em 0}figure{margin:.5em 0}
 .grid{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}.cell{font-size:.78em;text-align:center;break-inside:avoid}
-.cell img{image-rendering:auto;border:1px solid #ccc;display:block;cursor:pointer}
+.cell img{image-rendering:auto;border:1px solid #ccc;display:block;cursor:zoom-in}
 .zoom .cell img{image-rendering:pixelated}
 .cell .missing{border:1px dashed #c00;color:#c00;padding:2em .3em;width:12em}
-.cell .showing{color:#b00;font-weight:600}
+.cell .showing{color:#b00;font-weight:600}.image{break-inside:avoid}
 code,pre{font-size:.85em;background:#f6f8fa}pre{padding:.6em;overflow:auto;max-height:24em}
-table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \21C5";color:#bbb}
+table.sortable th{cursor:pointer;user-select:none}table.sortable th:after{content:" \2195";color:#bbb}
+table.sortable th[data-dir=asc]:after{content:" \2191";color:#333}table.sortable th[data-dir=desc]:after{content:" \2193";color:#333}
 .scroll{max-height:30em;overflow:auto}
-#iplot{border:1px solid #eee}#iplot text{font-size:11px}.toggles label{margin-right:1em;font-size:.85em;cursor:pointer}
+#iplot{border:1px solid #eee;max-width:100%;height:auto;cursor:crosshair}#iplot text{font-size:11px}
+.toggles label{margin-right:1em;font-size:.85em;cursor:pointer}
 #tip{position:absolute;background:#fff;border:1px solid #999;padding:.2em .4em;font-size:.8em;pointer-events:none;display:none}
-@media print{body{max-width:none;margin:0}.noprint,details,#tip{display:none}h2,h3{break-after:avoid}
- .cell,figure,table.bd,tr{break-inside:avoid}.scroll{max-height:none;overflow:visible}a{color:inherit;text-decoration:none}}
+#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.85);color:#eee;display:flex;flex-direction:column;align-items:center;
+ justify-content:center;z-index:10;font-size:.9em}
+#lightbox .stage{position:relative;cursor:ew-resize}#lightbox .stage img{position:absolute;left:0;top:0;width:100%;height:100%;
+ image-rendering:pixelated}#lightbox .divider{position:absolute;top:0;bottom:0;width:1px;background:#ff0}
+#lightbox input[type=range]{width:20em;vertical-align:middle}
+@media print{body{max-width:none;margin:0;font-size:10pt}.noprint,details,#tip,#lightbox{display:none}h2,h3{break-after:avoid}
+ .image,.cell,figure,table.bd,tr{break-inside:avoid}.scroll{max-height:none;overflow:visible}a{color:inherit;text-decoration:none}
+ .plots img{max-width:100%;max-height:9in}}
 """
 
 # Bundled, no CDN: the page must work offline and from a CI artifact. Marks the body with image counts
-# (for a headless browser test), sorts tables, toggles crops against the original, and draws the
-# interactive curves from the JSON in #plot-data.
+# (for a headless browser test), sorts tables, zooms crops (with an A/B wipe against the original), swaps a
+# row of crops to the original, and draws the interactive curves from the JSON in #plot-data.
 SCRIPT = r"""
 (function () {
+  'use strict';
+  function each(list, f) { Array.prototype.forEach.call(list, f); }
   function ready() {
     var imgs = Array.prototype.slice.call(document.images);
     var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
@@ -60,37 +70,98 @@ SCRIPT = r"""
   }
   function sortable(table) {
     var heads = table.tHead.rows[0].cells;
-    Array.prototype.forEach.call(heads, function (th, col) {
+    each(heads, function (th, col) {
+      th.title = 'click to sort';
       th.addEventListener('click', function () {
         var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
         var dir = th.getAttribute('data-dir') === 'asc' ? -1 : 1;
-        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('data-dir'); });
+        each(heads, function (h) { h.removeAttribute('data-dir'); });
         th.setAttribute('data-dir', dir === 1 ? 'asc' : 'desc');
         rows.sort(function (a, b) {
-          var x = a.cells[col].getAttribute('data-v') || a.cells[col].textContent;
-          var y = b.cells[col].getAttribute('data-v') || b.cells[col].textContent;
+          var x = a.cells[col].getAttribute('data-v'), y = b.cells[col].getAttribute('data-v');
+          if (x === null) { x = a.cells[col].textContent; }
+          if (y === null) { y = b.cells[col].textContent; }
           var nx = parseFloat(x), ny = parseFloat(y);
-          if (!isNaN(nx) && !isNaN(ny)) { return dir * (nx - ny); }
+          if (isNaN(nx) !== isNaN(ny)) { return isNaN(nx) ? 1 : -1; }  // n/a last either way
+          if (!isNaN(nx)) { return dir * (nx - ny); }
           return dir * String(x).localeCompare(String(y));
         });
         rows.forEach(function (r) { body.appendChild(r); });
       });
     });
   }
-  function abToggle(img) {  // click: this codec <-> the original, same crop
-    img.addEventListener('click', function () {
-      if (!img.getAttribute('data-alt')) { return; }
-      var alt = img.getAttribute('data-alt');
-      img.setAttribute('data-alt', img.src); img.src = alt;
-      var label = img.parentNode.querySelector('.which');
-      if (label) {
-        var orig = label.getAttribute('data-showing') !== 'original';
-        label.setAttribute('data-showing', orig ? 'original' : 'codec');
-        label.textContent = orig ? 'showing: original (click again)' : '';
-        label.className = orig ? 'which showing' : 'which';
-      }
+
+  // ---- the visual grid: A/B of a row, click-to-zoom with a wipe against the original
+  function originalOf(img) {
+    var o = document.getElementById(img.getAttribute('data-alt') || '');
+    return o ? o.src : '';
+  }
+  function rowToggle(box) {  // every crop of one image shows the original at once (synchronised A/B)
+    box.addEventListener('change', function () {
+      var grid = document.getElementById(box.getAttribute('data-grid'));
+      each(grid.querySelectorAll('img[data-alt]'), function (img) {
+        img.src = box.checked ? originalOf(img) : img.getAttribute('data-src');
+        var label = img.parentNode.querySelector('.which');
+        if (label) { label.textContent = box.checked ? 'showing: original' : ''; label.className = box.checked ? 'which showing' : 'which'; }
+      });
     });
   }
+  var opened = null;
+  function closeZoom() {
+    if (opened) { opened.parentNode.removeChild(opened); opened = null; }
+    document.body.removeAttribute('data-lightbox');
+  }
+  function openZoom(img) {
+    closeZoom();
+    var w = img.naturalWidth, h = img.naturalHeight;
+    var f = Math.max(2, Math.min(6, Math.floor(Math.min(window.innerWidth * 0.92 / w, window.innerHeight * 0.78 / h))));
+    var box = document.createElement('div'), stage = document.createElement('div');
+    box.id = 'lightbox'; stage.className = 'stage';
+    stage.style.width = (w * f) + 'px'; stage.style.height = (h * f) + 'px';
+    var codec = document.createElement('img');
+    codec.src = img.getAttribute('data-src') || img.src; codec.alt = img.alt; stage.appendChild(codec);
+    var cap = document.createElement('p'), cell = img.parentNode.querySelector('.cap'), words = [img.alt];
+    if (cell) {  // the crop's caption, its lines joined
+      words = Array.prototype.map.call(cell.childNodes, function (n) { return n.textContent.trim(); })
+        .filter(function (t) { return t; });
+    }
+    cap.textContent = words.join(' · ') + ' · ' + f + '× nearest neighbour';
+    var orig = originalOf(img);
+    if (orig) {
+      var a = document.createElement('img'), line = document.createElement('div'), slider = document.createElement('input');
+      a.src = orig; a.alt = 'original'; a.className = 'a'; line.className = 'divider';
+      stage.appendChild(a); stage.appendChild(line);
+      slider.type = 'range'; slider.min = '0'; slider.max = '100'; slider.value = '50';
+      var wipe = function (v) {
+        slider.value = String(v); a.style.clipPath = 'inset(0 ' + (100 - v) + '% 0 0)'; line.style.left = v + '%';
+      };
+      slider.addEventListener('input', function () { wipe(parseFloat(slider.value)); });
+      var dragging = false;
+      var follow = function (ev) {
+        var r = stage.getBoundingClientRect();
+        wipe(Math.max(0, Math.min(100, 100 * (ev.clientX - r.left) / r.width)));
+      };
+      stage.addEventListener('mousedown', function (ev) { dragging = true; follow(ev); ev.preventDefault(); });
+      stage.addEventListener('mousemove', function (ev) { if (dragging) { follow(ev); } });
+      window.addEventListener('mouseup', function () { dragging = false; });
+      var ctl = document.createElement('p'), l = document.createElement('span'), r = document.createElement('span');
+      l.textContent = 'original '; r.textContent = ' ' + img.alt.split(' ')[0];
+      ctl.appendChild(l); ctl.appendChild(slider); ctl.appendChild(r);
+      box.appendChild(stage); box.appendChild(ctl);
+      wipe(50);
+    } else {
+      box.appendChild(stage);
+    }
+    var close = document.createElement('button');
+    close.textContent = 'close (Esc)'; close.addEventListener('click', closeZoom);
+    cap.appendChild(document.createTextNode(' ')); cap.appendChild(close);
+    box.appendChild(cap);
+    box.addEventListener('click', function (ev) { if (ev.target === box) { closeZoom(); } });
+    document.body.appendChild(box); opened = box;
+    document.body.setAttribute('data-lightbox', 'open');
+  }
+
+  // ---- the interactive plot
   var SVGNS = 'http://www.w3.org/2000/svg';
   function el(name, attrs, parent) {
     var e = document.createElementNS(SVGNS, name);
@@ -98,11 +169,18 @@ SCRIPT = r"""
     if (parent) { parent.appendChild(e); }
     return e;
   }
+  function extent(values, fallback) {
+    if (!values.length) { return fallback; }
+    var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
+    if (hi === lo) { var d = Math.abs(lo) * 0.05 || 1; lo -= d; hi += d; }
+    return [lo, hi];
+  }
   function plot(data) {
     var svg = document.getElementById('iplot'), select = document.getElementById('iplot-metric');
     var toggles = document.getElementById('iplot-codecs'), tip = document.getElementById('tip');
+    var logx = document.getElementById('iplot-log'), reset = document.getElementById('iplot-reset');
     if (!svg || !data.metrics.length) { return; }
-    var hidden = {}, W = 720, H = 420, L = 60, R = 20, T = 20, B = 45, view = null;
+    var hidden = {}, W = 720, H = 420, L = 62, R = 16, T = 16, B = 46, view = null, sx = null;
     data.metrics.forEach(function (m, i) {
       var o = document.createElement('option'); o.value = String(i); o.textContent = m.axis; select.appendChild(o);
     });
@@ -110,63 +188,79 @@ SCRIPT = r"""
       var lab = document.createElement('label'), box = document.createElement('input');
       box.type = 'checkbox'; box.checked = true; box.setAttribute('data-codec', c.name);
       box.addEventListener('change', function () { hidden[c.name] = !box.checked; draw(); });
-      lab.appendChild(box); lab.appendChild(document.createTextNode(' ' + c.name));
+      lab.appendChild(box); lab.appendChild(document.createTextNode(' ' + c.name + (c.anchor ? ' (anchor, dashed)' : '')));
       lab.style.color = c.color; toggles.appendChild(lab);
     });
     select.addEventListener('change', function () { view = null; draw(); });
+    logx.addEventListener('change', function () { view = null; draw(); });
+    reset.addEventListener('click', function () { view = null; draw(); });
     svg.addEventListener('dblclick', function () { view = null; draw(); });
-    var drag = null;
-    svg.addEventListener('mousedown', function (ev) { drag = ev.offsetX; });
-    svg.addEventListener('mouseup', function (ev) {  // drag horizontally to zoom into a bpp range
-      if (drag !== null && Math.abs(ev.offsetX - drag) > 8 && svg._x) {
-        var a = svg._x.inv(Math.min(drag, ev.offsetX)), b = svg._x.inv(Math.max(drag, ev.offsetX));
-        view = [a, b]; draw();
-      }
-      drag = null;
+    function local(ev) {  // event position in viewBox units (the svg may be scaled to the page)
+      var r = svg.getBoundingClientRect();
+      return (ev.clientX - r.left) * W / r.width;
+    }
+    var drag = null, band = null;
+    svg.addEventListener('mousedown', function (ev) {
+      drag = local(ev);
+      band = el('rect', {x: drag, y: T, width: 0, height: H - T - B, fill: 'rgba(80,120,200,.15)'}, svg);
+      ev.preventDefault();
     });
+    svg.addEventListener('mousemove', function (ev) {
+      if (drag === null || !band) { return; }
+      var x = local(ev);
+      band.setAttribute('x', String(Math.min(x, drag))); band.setAttribute('width', String(Math.abs(x - drag)));
+    });
+    window.addEventListener('mouseup', function (ev) {  // drag across to zoom into a bpp range
+      if (drag === null) { return; }
+      var x = local(ev);
+      if (Math.abs(x - drag) > 8 && sx) { view = [sx.inv(Math.min(drag, x)), sx.inv(Math.max(drag, x))]; }
+      drag = null; band = null; draw();
+    });
+    function visible(p) { return !view || (p[0] >= view[0] && p[0] <= view[1]); }
     function draw() {
       while (svg.firstChild) { svg.removeChild(svg.firstChild); }
-      var m = data.metrics[parseInt(select.value || '0', 10)], pts = [];
+      var m = data.metrics[parseInt(select.value || '0', 10)], pts = [], log = logx.checked;
       data.codecs.forEach(function (c) {
-        if (hidden[c.name]) { return; }
-        (m.curves[c.name] || []).forEach(function (p) {
-          if (!view || (p[0] >= view[0] && p[0] <= view[1])) { pts.push(p); }
-        });
+        if (!hidden[c.name]) { (m.curves[c.name] || []).filter(visible).forEach(function (p) { pts.push(p); }); }
       });
-      var xs = pts.map(function (p) { return p[0]; }), ys = pts.map(function (p) { return p[1]; });
-      var x0 = view ? view[0] : Math.min.apply(null, xs.concat([0])), x1 = view ? view[1] : Math.max.apply(null, xs.concat([1]));
-      var y0 = Math.min.apply(null, ys.length ? ys : [0]), y1 = Math.max.apply(null, ys.length ? ys : [1]);
-      if (y1 === y0) { y1 = y0 + 1; }
-      var pad = 0.05 * (y1 - y0); y0 -= pad; y1 += pad;
-      var sx = function (v) { return L + (v - x0) / (x1 - x0 || 1) * (W - L - R); };
+      var f = log ? Math.log : function (v) { return v; }, finv = log ? Math.exp : function (v) { return v; };
+      var xr = view ? [f(view[0]), f(view[1])] : extent(pts.map(function (p) { return f(p[0]); }), [0, 1]);
+      var yr = extent(pts.map(function (p) { return p[1]; }), [0, 1]);
+      var xp = view ? 0 : 0.04 * (xr[1] - xr[0]), yp = 0.06 * (yr[1] - yr[0]);
+      var x0 = xr[0] - xp, x1 = xr[1] + xp, y0 = yr[0] - yp, y1 = yr[1] + yp;
+      sx = function (v) { return L + (f(v) - x0) / (x1 - x0) * (W - L - R); };
+      sx.inv = function (px) { return finv(x0 + (px - L) / (W - L - R) * (x1 - x0)); };
       var sy = function (v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
-      sx.inv = function (px) { return x0 + (px - L) / (W - L - R) * (x1 - x0); };
-      svg._x = sx;
-      el('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#333'}, svg);
-      el('line', {x1: L, y1: T, x2: L, y2: H - B, stroke: '#333'}, svg);
+      var clip = el('clipPath', {id: 'iplot-clip'}, el('defs', {}, svg));
+      el('rect', {x: L, y: T, width: W - L - R, height: H - T - B}, clip);
       for (var i = 0; i <= 5; i++) {
-        var xv = x0 + i * (x1 - x0) / 5, yv = y0 + i * (y1 - y0) / 5;
+        var xv = finv(x0 + i * (x1 - x0) / 5), yv = y0 + i * (y1 - y0) / 5;
+        el('line', {x1: L, y1: sy(yv), x2: W - R, y2: sy(yv), stroke: '#eee'}, svg);
+        el('line', {x1: sx(xv), y1: T, x2: sx(xv), y2: H - B, stroke: '#f3f3f3'}, svg);
         el('text', {x: sx(xv), y: H - B + 15, 'text-anchor': 'middle'}, svg).textContent = xv.toPrecision(3);
         el('text', {x: L - 5, y: sy(yv) + 4, 'text-anchor': 'end'}, svg).textContent = yv.toPrecision(4);
-        el('line', {x1: L, y1: sy(yv), x2: W - R, y2: sy(yv), stroke: '#eee'}, svg);
       }
-      el('text', {x: (L + W - R) / 2, y: H - 8, 'text-anchor': 'middle'}, svg).textContent = 'bpp';
+      el('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#333'}, svg);
+      el('line', {x1: L, y1: T, x2: L, y2: H - B, stroke: '#333'}, svg);
+      el('text', {x: (L + W - R) / 2, y: H - 10, 'text-anchor': 'middle'}, svg).textContent =
+        'bpp' + (log ? ' (log scale)' : '') + (view ? ' (zoomed: double-click or reset)' : '');
       el('text', {x: 14, y: (T + H - B) / 2, transform: 'rotate(-90 14 ' + (T + H - B) / 2 + ')', 'text-anchor': 'middle'}, svg).textContent = m.axis;
-      var drawn = 0;
+      var layer = el('g', {'clip-path': 'url(#iplot-clip)'}, svg), drawn = 0;
       data.codecs.forEach(function (c) {
         if (hidden[c.name] || !m.curves[c.name]) { return; }
-        var cp = m.curves[c.name].filter(function (p) { return !view || (p[0] >= view[0] && p[0] <= view[1]); });
-        if (!cp.length) { return; }
+        var cp = m.curves[c.name], kept = cp.filter(function (p) { return !p[3]; });
+        if (!cp.filter(visible).length) { return; }
         drawn += 1;
-        el('polyline', {points: cp.map(function (p) { return sx(p[0]) + ',' + sy(p[1]); }).join(' '), fill: 'none',
-                        stroke: c.color, 'stroke-width': 1.5, 'stroke-dasharray': c.anchor ? '5,3' : '',
-                        'data-codec': c.name}, svg);
+        el('polyline', {points: kept.map(function (p) { return sx(p[0]) + ',' + sy(p[1]); }).join(' '), fill: 'none',
+                        stroke: c.color, 'stroke-width': 1.6, 'stroke-dasharray': c.anchor ? '6,4' : 'none',
+                        'data-codec': c.name}, layer);
         cp.forEach(function (p) {
-          var dot = el('circle', {cx: sx(p[0]), cy: sy(p[1]), r: 4, fill: p[3] ? '#fff' : c.color, stroke: c.color}, svg);
+          var dot = el('circle', {cx: sx(p[0]), cy: sy(p[1]), r: 4.5, fill: p[3] ? '#fff' : c.color, stroke: c.color,
+                                  'stroke-width': 1.5}, layer);
           dot.addEventListener('mousemove', function (ev) {
             tip.style.display = 'block'; tip.style.left = (ev.pageX + 12) + 'px'; tip.style.top = (ev.pageY + 12) + 'px';
             tip.textContent = c.name + ' ' + p[2] + ': ' + p[0].toFixed(4) + ' bpp, ' + m.label + ' ' + p[1].toPrecision(5)
-              + (p[3] ? ' (left out of BD)' : '');
+              + (p[3] ? ' (left out of BD: non-monotonic)' : '');
           });
           dot.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
         });
@@ -180,21 +274,33 @@ SCRIPT = r"""
       document.body.setAttribute('data-toggle', before + '->' + svg.getAttribute('data-curves'));
     }
   }
+
   window.addEventListener('load', function () {
     ready();
-    Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), sortable);
-    Array.prototype.forEach.call(document.querySelectorAll('.cell img[data-alt]'), abToggle);
+    each(document.querySelectorAll('table.sortable'), sortable);
+    each(document.querySelectorAll('.cell img'), function (img) {
+      img.setAttribute('data-src', img.src);
+      img.title = 'click to zoom' + (img.getAttribute('data-alt') ? ' (with an A/B wipe against the original)' : '');
+      img.addEventListener('click', function () { openZoom(img); });
+    });
+    each(document.querySelectorAll('input.ab-row'), rowToggle);
+    document.addEventListener('keydown', function (ev) { if (ev.key === 'Escape') { closeZoom(); } });
     var zoom = document.getElementById('zoom');
     if (zoom) {
       zoom.addEventListener('change', function () {
-        Array.prototype.forEach.call(document.querySelectorAll('.grid img'), function (img) {
+        each(document.querySelectorAll('.grid img'), function (img) {
           img.style.width = zoom.checked ? (2 * img.naturalWidth) + 'px' : '';
+          img.style.height = zoom.checked ? (2 * img.naturalHeight) + 'px' : '';
         });
         document.body.classList.toggle('zoom', zoom.checked);
       });
     }
     var holder = document.getElementById('plot-data');
     if (holder) { plot(JSON.parse(holder.textContent)); }
+    if (location.hash === '#selftest') {  // and a crop must open zoomed
+      var first = document.querySelector('.cell img[data-alt]');
+      if (first) { first.click(); }
+    }
   });
 })();
 """
@@ -336,37 +442,66 @@ def build_grid(agg: Aggregate, n_images: int = 3, crop: int = 256, target_bpp: f
     return target_bpp, out, notes
 
 
+def _metric_text(metrics: dict[str, float]) -> str:
+    parts = []
+    for m, v in metrics.items():
+        spec = metric_spec(m)
+        parts.append(f"{spec.label} {spec.display(v):.4g}{' ' + spec.unit if spec.unit else ''}")
+    return " · ".join(parts)
+
+
 def _grid_html(target: float, grid, notes: list[str], anchor: str | None) -> str:
     if not grid:
         return "<p class='note'>no images for the visual comparison</p>"
-    side = next((c.crop.shape[0] for _, _, cells in grid for c in cells if c.crop is not None), None)
-    parts = [f"<p class='note'>Same crop (the most detailed {side or ''} px square of each image, at native "
-             f"resolution) for every codec at the rate point whose bpp <i>on that image</i> is closest to "
-             f"<b>{target:.3g} bpp</b>; the real bpp and metrics of that image are printed under each crop. "
-             "Click a crop to toggle it against the original (A/B).</p>"
-             "<p class='noprint'><label><input type='checkbox' id='zoom'> zoom 2× (nearest neighbour)</label></p>"]
+    cells_all = [c for _, _, cells in grid for c in cells]
+    side = next((c.crop.shape[0] for c in cells_all if c.crop is not None), None)
+    parts = [f"<p class='note'>Per image, every codec at its rate point whose bpp <i>on that image</i> is closest to "
+             f"<b>{target:.3g} bpp</b>, with that image's real bpp and metrics under each crop.</p>"]
     parts += [f"<p class='warn'>{_inline(n)}</p>" for n in notes]
-    for image_id, orig, cells in grid:
-        parts.append(f"<h3>{html.escape(image_id)}</h3><div class='grid'>")
-        orig_uri = png_data_uri(np.ascontiguousarray(orig)) if orig is not None else ""
+    if side is None:  # nothing decodable here (e.g. a lean copy of a run without bitstreams): the picks as a table
+        reasons = sorted({c.error for c in cells_all if c.error})
+        parts.append("<p class='warn'>No reconstructions to show: the run folder(s) keep neither <code>recon/</code> "
+                     "nor the bitstreams. Run the report on the full run folder for crops. "
+                     + (f"({html.escape(reasons[0])}{' and others' if len(reasons) > 1 else ''})" if reasons else "")
+                     + "</p>")
+        rows = []
+        for image_id, _, cells in grid:
+            for c in cells:
+                rows.append(f"<tr><td>{html.escape(image_id)}</td><td>{html.escape(c.codec)}</td>"
+                            f"<td>{html.escape(c.rate_label)}</td><td>{c.bpp:.3f}</td>"
+                            f"<td style='text-align:left'>{html.escape(_metric_text(c.metrics))}</td></tr>")
+        return "\n".join(parts) + ("<table><thead><tr><th>image</th><th>codec</th><th>rate point</th><th>bpp</th>"
+                                   f"<th>metrics</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    parts.append(f"<p class='note'>Crops: the most detailed {side} px square of each image at native resolution "
+                 "(one image pixel per screen pixel). Click a crop to zoom in (nearest neighbour) with an A/B wipe "
+                 "against the original; tick <i>original in every crop</i> to swap a whole row at once.</p>"
+                 "<p class='noprint'><label><input type='checkbox' id='zoom'> every crop 2× (nearest neighbour)</label></p>")
+    for k, (image_id, orig, cells) in enumerate(grid):
+        grid_id = f"grid-{k}"
+        parts.append(f"<div class='image'><h3>{html.escape(image_id)}</h3>")
         if orig is not None:
-            parts.append(f"<div class='cell'><img alt='original {html.escape(image_id)}' src='{orig_uri}' "
-                         f"width='{orig.shape[1]}' height='{orig.shape[0]}'><b>original</b></div>")
+            parts.append(f"<p class='noprint note'><label><input type='checkbox' class='ab-row' data-grid='{grid_id}'> "
+                         "original in every crop (A/B)</label></p>")
+        parts.append(f"<div class='grid' id='{grid_id}'>")
+        orig_id = f"orig-{k}"
+        if orig is not None:
+            parts.append(f"<div class='cell'><img id='{orig_id}' alt='original {html.escape(image_id)}' "
+                         f"src='{png_data_uri(np.ascontiguousarray(orig))}' width='{orig.shape[1]}' height='{orig.shape[0]}'>"
+                         f"<span class='cap'><b>original</b> {orig.shape[1]}×{orig.shape[0]} px</span></div>")
         else:
             parts.append("<div class='cell'><div class='missing'>original not available</div></div>")
         for c in cells:
             label = f"{c.codec}{' (anchor)' if c.codec == anchor else ''}"
-            metrics = " · ".join(f"{metric_spec(m).label} {metric_spec(m).display(v):.4g}" for m, v in c.metrics.items())
-            caption = (f"<b>{html.escape(label)}</b> {html.escape(c.rate_label)}<br>{c.bpp:.3f} bpp"
-                       f"<br>{html.escape(metrics)}<br><span class='which'></span>")
+            caption = (f"<span class='cap'><b>{html.escape(label)}</b> {html.escape(c.rate_label)}<br>{c.bpp:.3f} bpp"
+                       f"<br>{html.escape(_metric_text(c.metrics))}</span><br><span class='which'></span>")
             if c.crop is not None:
-                alt = f" data-alt='{orig_uri}'" if orig_uri else ""
+                alt = f" data-alt='{orig_id}'" if orig is not None else ""  # the original's element, not a copy
                 img = (f"<img alt='{html.escape(label)} {html.escape(image_id)}' src='{png_data_uri(np.ascontiguousarray(c.crop))}'"
                        f" width='{c.crop.shape[1]}' height='{c.crop.shape[0]}'{alt}>")
             else:
                 img = f"<div class='missing'>{html.escape(c.error)}</div>"
             parts.append(f"<div class='cell'>{img}{caption}</div>")
-        parts.append("</div>")
+        parts.append("</div></div>")
     return "\n".join(parts)
 
 
@@ -430,6 +565,7 @@ def _interactive_html(agg: Aggregate, anchor: str | None) -> str:
         return ""
     payload = json.dumps(data).replace("</", "<\\/")  # never closes the script element early
     return ("<div class='noprint'><p><label>metric <select id='iplot-metric'></select></label> "
+            "<label><input type='checkbox' id='iplot-log'> log bpp</label> <button id='iplot-reset'>reset zoom</button> "
             "<span class='note'>hover a point for its values; untick a codec to hide it; drag across to zoom into a "
             "bpp range, double-click to reset; hollow points are left out of BD (non-monotonic)</span></p>"
             "<p class='toggles' id='iplot-codecs'></p>"

@@ -197,11 +197,12 @@ def plot_metrics(agg: Aggregate, out: Path, anchor: str | None = None, log_x: bo
                     handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white",
                                           markeredgecolor="#555"))
                     labels.append(DROPPED_NOTE)
-                fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False,
-                           bbox_to_anchor=(0.5, 1.0), fontsize=size.font)
-                fig.suptitle(figure_context(agg), y=1.0 + 0.045 * math.ceil(len(labels) / 6) + 0.015,
-                             fontsize=size.font * 1.05)
                 fig.tight_layout()
+                legend = fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False,
+                                    bbox_to_anchor=(0.5, 1.0), fontsize=size.font)
+                # the title above the legend, however many rows it has (measured, not guessed)
+                box = legend.get_window_extent(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted())
+                fig.suptitle(figure_context(agg), y=box.y1 + 0.01, va="bottom", fontsize=size.font * 1.05)
                 stem = f"rd_overview_{size_name}"
                 written[stem] = _save(fig, out, stem)
             dp = plot_dp_plane(agg, out, size_name, anchor)
