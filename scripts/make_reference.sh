@@ -64,5 +64,4 @@ anchor=$ANCHOR
 case ",$(IFS=,; echo "${ran[*]}")," in *",$ANCHOR,"*) ;; *) anchor=${ran[0]}; echo "anchor $ANCHOR did not run; using $anchor";; esac
 rm -rf "$REPORT"
 rdp-bench report "$RUN" --anchor "$anchor" --out "$REPORT" --latex --grid-images 2 --codec "$(IFS=,; echo "${ran[*]}")"
-rm -f "$REPORT"/figures/*_screen.svg  # keeps the committed folder lean: an SVG scales, the paper-size one suffices
 du -sh "$REF" "$REPORT"

@@ -175,6 +175,21 @@ SCRIPT = r"""
     if (hi === lo) { var d = Math.abs(lo) * 0.05 || 1; lo -= d; hi += d; }
     return [lo, hi];
   }
+  function ticks(lo, hi, log) {  // round numbers: 1/2/5 x 10^k per decade on a log axis, else a 1/2/5 step
+    var out = [], k, v;
+    if (log) {
+      for (k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+        [1, 2, 5].forEach(function (m) { var t = m * Math.pow(10, k); if (t >= lo && t <= hi) { out.push(t); } });
+      }
+      if (out.length >= 2) { return out; }
+      out = [];
+    }
+    var raw = (hi - lo) / 5, p = Math.pow(10, Math.floor(Math.log10(raw))), n = raw / p;
+    var step = (n < 1.5 ? 1 : n < 3.5 ? 2 : n < 7.5 ? 5 : 10) * p;
+    for (v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) { out.push(Number(v.toPrecision(12))); }
+    return out;
+  }
+  function label(v) { return String(Number(v.toPrecision(6))); }
   function plot(data) {
     var svg = document.getElementById('iplot'), select = document.getElementById('iplot-metric');
     var toggles = document.getElementById('iplot-codecs'), tip = document.getElementById('tip');
@@ -228,18 +243,20 @@ SCRIPT = r"""
       var yr = extent(pts.map(function (p) { return p[1]; }), [0, 1]);
       var xp = view ? 0 : 0.04 * (xr[1] - xr[0]), yp = 0.06 * (yr[1] - yr[0]);
       var x0 = xr[0] - xp, x1 = xr[1] + xp, y0 = yr[0] - yp, y1 = yr[1] + yp;
+      if (!log && !view && xr[0] >= 0) { x0 = Math.max(0, x0); }  // no negative bpp on the axis
       sx = function (v) { return L + (f(v) - x0) / (x1 - x0) * (W - L - R); };
       sx.inv = function (px) { return finv(x0 + (px - L) / (W - L - R) * (x1 - x0)); };
       var sy = function (v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
       var clip = el('clipPath', {id: 'iplot-clip'}, el('defs', {}, svg));
       el('rect', {x: L, y: T, width: W - L - R, height: H - T - B}, clip);
-      for (var i = 0; i <= 5; i++) {
-        var xv = finv(x0 + i * (x1 - x0) / 5), yv = y0 + i * (y1 - y0) / 5;
+      ticks(finv(x0), finv(x1), log).forEach(function (xv) {
+        el('line', {x1: sx(xv), y1: T, x2: sx(xv), y2: H - B, stroke: '#f0f0f0'}, svg);
+        el('text', {x: sx(xv), y: H - B + 15, 'text-anchor': 'middle'}, svg).textContent = label(xv);
+      });
+      ticks(y0, y1, false).forEach(function (yv) {
         el('line', {x1: L, y1: sy(yv), x2: W - R, y2: sy(yv), stroke: '#eee'}, svg);
-        el('line', {x1: sx(xv), y1: T, x2: sx(xv), y2: H - B, stroke: '#f3f3f3'}, svg);
-        el('text', {x: sx(xv), y: H - B + 15, 'text-anchor': 'middle'}, svg).textContent = xv.toPrecision(3);
-        el('text', {x: L - 5, y: sy(yv) + 4, 'text-anchor': 'end'}, svg).textContent = yv.toPrecision(4);
-      }
+        el('text', {x: L - 5, y: sy(yv) + 4, 'text-anchor': 'end'}, svg).textContent = label(yv);
+      });
       el('line', {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: '#333'}, svg);
       el('line', {x1: L, y1: T, x2: L, y2: H - B, stroke: '#333'}, svg);
       el('text', {x: (L + W - R) / 2, y: H - 10, 'text-anchor': 'middle'}, svg).textContent =
@@ -450,7 +467,7 @@ def _metric_text(metrics: dict[str, float]) -> str:
     return " · ".join(parts)
 
 
-def _grid_html(target: float, grid, notes: list[str], anchor: str | None) -> str:
+def _grid_html(target: float, grid, notes: list[str], anchor: str | None, grid_sources=()) -> str:
     if not grid:
         return "<p class='note'>no images for the visual comparison</p>"
     cells_all = [c for _, _, cells in grid for c in cells]
@@ -459,11 +476,12 @@ def _grid_html(target: float, grid, notes: list[str], anchor: str | None) -> str
              f"<b>{target:.3g} bpp</b>, with that image's real bpp and metrics under each crop.</p>"]
     parts += [f"<p class='warn'>{_inline(n)}</p>" for n in notes]
     if side is None:  # nothing decodable here (e.g. a lean copy of a run without bitstreams): the picks as a table
-        reasons = sorted({c.error for c in cells_all if c.error})
-        parts.append("<p class='warn'>No reconstructions to show: the run folder(s) keep neither <code>recon/</code> "
-                     "nor the bitstreams. Run the report on the full run folder for crops. "
-                     + (f"({html.escape(reasons[0])}{' and others' if len(reasons) > 1 else ''})" if reasons else "")
-                     + "</p>")
+        folders = sorted({str(run.path) for run, _ in grid_sources})
+        names = ", ".join(f"<code>{html.escape(f)}</code>" for f in folders)
+        which = f"the run folders {names} keep" if len(folders) > 1 else f"the run folder {names} keeps"
+        parts.append(f"<p class='warn'>No crops: {which} neither <code>recon/</code> nor the bitstreams (a lean copy "
+                     "of a run). Run the report on the full run folder to see them. The rate points the grid would "
+                     "show:</p>")
         rows = []
         for image_id, _, cells in grid:
             for c in cells:
@@ -673,7 +691,8 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
     sections.append("<h2>Rate points</h2>" + _points_html(agg))
     if grid is not None:
         target, cells, notes = grid
-        sections.append("<h2>Visual comparison at equal rate</h2>" + _grid_html(target, cells, notes, anchor))
+        sections.append("<h2>Visual comparison at equal rate</h2>"
+                        + _grid_html(target, cells, notes, anchor, agg.sources.values()))
     sections.append("<h2>Per image</h2><p class='note'>Click a column header to sort.</p>" + _per_image_html(agg))
     sections.append("<h2>Provenance</h2>" + _provenance_html(agg))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
