@@ -233,7 +233,7 @@ def train_autoencoder_cmd(
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled checkpoint's weights."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
-    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/hyperprior)."),
 ) -> None:
     """Stage 1 of CorrDiff: the variable-rate MSE autoencoder (compressor + D), as a resumable job.
 
@@ -245,7 +245,7 @@ def train_autoencoder_cmd(
     if export:
         if not (folder / "state.pt").is_file():
             _fail(f"no saved state in {folder}: train first (same --job)")
-        path = export_autoencoder(folder, export_dir or (Path(__file__).parent / "weights" / "corrdiff"), export)
+        path = export_autoencoder(folder, export_dir or (Path(__file__).parent / "weights" / "hyperprior"), export)
         console.print(f"wrote {path}")
         return
     cfg = AutoencoderJobConfig(N=n, M=m, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
@@ -278,7 +278,8 @@ def train_cdc_cmd(
     """CDC's joint recipe (everything at once): a base model, then one fine-tune per λ (CPU minutes).
 
     At tiny step counts this recipe empties the latent (the rate term wins before the UNet uses the
-    context). The bundled CDC checkpoints therefore come from stages 1-2 of ``train corrdiff``.
+    context). The bundled CDC checkpoints came from stages 1-2 of an earlier staged recipe (removed with
+    the CDC-based CorrDiff; their manifests record it).
     """
     from rdp_bench.training.cdc import TrainConfig, WEIGHTS_DIR, train
 
@@ -321,50 +322,51 @@ def train_hific_cmd(
 
 @train_app.command("corrdiff")
 def train_corrdiff_cmd(
-    lambdas: str = typer.Option("0.032,0.012", "--lambdas", help="Rate weights λ of one chain, trained in this order, each warm-started from the previous (distortions: MSE on [-1,1] images)."),
-    autoencoder_minutes: float = typer.Option(14.0, "--autoencoder-minutes", help="CPU minutes, first λ: compressor + e2e decoder as an MSE autoencoder."),
-    autoencoder_finetune_minutes: float = typer.Option(5.0, "--autoencoder-finetune-minutes", help="CPU minutes, later λs."),
-    score_minutes: float = typer.Option(25.0, "--score-minutes", help="CPU minutes, first λ: UNet on CDC's diffusion loss (bitstream parts frozen); gives the CDC checkpoint."),
-    score_finetune_minutes: float = typer.Option(10.0, "--score-finetune-minutes", help="CPU minutes, later λs."),
-    joint_minutes: float = typer.Option(12.0, "--joint-minutes", help="CPU minutes per λ: phase 2 on the corrected reconstruction."),
-    train_steps: int = typer.Option(2, "--train-steps", help="DDIM steps of the corrected reconstruction during training."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-stage step cap (smoke tests)."),
-    crop: int = typer.Option(128, "--crop", help="Crop size of the autoencoder and score stages."),
+    job: str = typer.Option("corrdiff", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
+    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
+    max_steps: int = typer.Option(100_000, "--max-steps", help="The job's planned total steps (the LR drops at 85%)."),
+    widths: str = typer.Option("48,96,128", "--widths", help="Score network widths at 1/2, 1/4, 1/8 of the image."),
+    crop: int = typer.Option(128, "--crop"),
     batch: int = typer.Option(8, "--batch"),
-    joint_crop: int = typer.Option(128, "--joint-crop"),
-    joint_batch: int = typer.Option(4, "--joint-batch"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(1, "--threads"),
-    out: Optional[Path] = typer.Option(None, "--out", help="CorrDiff output folder (default rdp_bench/weights/corrdiff)."),
-    cdc_out: Optional[Path] = typer.Option(None, "--cdc-out", help="CDC output folder (default rdp_bench/weights/cdc)."),
-    phase2_only: bool = typer.Option(False, "--phase2-only", help="Only phase 2, from existing CDC (or CorrDiff) checkpoints."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Warm-start the first λ from this CorrDiff checkpoint (with --phase2-only, a CDC one also works)."),
-    cdc_dir: Optional[Path] = typer.Option(None, "--cdc-dir", help="--phase2-only: phase-1 CDC checkpoints (default rdp_bench/weights/cdc)."),
+    lr: float = typer.Option(2e-4, "--lr"),
+    threads: int = typer.Option(2, "--threads"),
+    val_every: int = typer.Option(1000, "--val-every"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the score network)."),
+    compressor: Optional[Path] = typer.Option(None, "--compressor", help="Frozen hyperprior checkpoint (default: the bundled one)."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
+    export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
 ) -> None:
-    """Train CDC and CorrDiff tiny checkpoints from scratch: autoencoder, score network (= CDC), phase 2 (= CorrDiff).
+    """Stage 2 of CorrDiff: the score network on the frozen hyperprior (compressor + D), as a resumable job.
 
-    How the bundled checkpoints were made: two chains in parallel, one core each,
-    ``--lambdas 0.032,0.012 --seed 0`` and ``--lambdas 0.0045,0.0016 --seed 1`` with the default budgets.
-    """
-    from rdp_bench.codecs.corrdiff import WEIGHTS_DIR
-    from rdp_bench.training.corrdiff import CDC_WEIGHTS_DIR, StageMinutes, train_all, train_chain
+    Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
+    from rdp_bench.training.corrdiff import HYPERPRIOR_CHECKPOINT, ScoreJobConfig, export_score, train_score
+    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
-    rate_weights = tuple(float(v) for v in _split(lambdas))
-    say = lambda m: console.print(m, highlight=False)  # noqa: E731
-    if phase2_only:
-        paths = train_all(rate_weights, out or WEIGHTS_DIR, cdc_dir or CDC_WEIGHTS_DIR, log=say,
-                          minutes_d=autoencoder_finetune_minutes, minutes_joint=joint_minutes, train_steps=train_steps,
-                          max_steps=max_steps, crop=joint_crop, batch=joint_batch, crop_d=crop, batch_d=batch,
-                          threads=threads, init=init)
-    else:
-        minutes = StageMinutes(autoencoder_minutes, autoencoder_finetune_minutes, score_minutes,
-                               score_finetune_minutes, joint_minutes)
-        paths = train_chain(rate_weights, out or WEIGHTS_DIR, cdc_out or CDC_WEIGHTS_DIR, minutes=minutes,
-                            crop=crop, batch=batch, joint_crop=joint_crop, joint_batch=joint_batch,
-                            train_steps=train_steps, seed=seed, threads=threads, max_steps=max_steps, init=init,
-                            log=say)
-    for path in paths:
+    folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
+    if export:
+        if not (folder / "state.pt").is_file():
+            _fail(f"no saved state in {folder}: train first (same --job)")
+        try:
+            path = export_score(folder, export_dir or (Path(__file__).parent / "weights" / "corrdiff"), export)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
         console.print(f"wrote {path}")
+        return
+    try:
+        width_values = tuple(int(v) for v in _split(widths))
+    except ValueError:
+        _fail(f"--widths takes comma-separated integers, got {widths!r}")
+    cfg = ScoreJobConfig(widths=width_values, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
+                         val_every=val_every, device=device, compressor=str(compressor or HYPERPRIOR_CHECKPOINT))
+    if device.startswith("cuda") and not __import__("torch").cuda.is_available():
+        _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    try:
+        train_score(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
+                    log=lambda msg: console.print(msg, highlight=False, markup=False))
+    except (JobMismatch, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
 
 
 @list_app.command("codecs")

@@ -37,7 +37,7 @@ from rdp_bench.codecs.entropy import pack_strings, unpack_strings  # noqa: E402
 from rdp_bench.container import BitstreamError, Container  # noqa: E402
 
 CLASSICAL = ("jpeg", "webp", "avif", "avif420", "jxl", "jpeg2000", "bpg", "bpg444")
-LEARNED = ("hific", "msillm", "cdc", "corrdiff", "corrdiff-e2e")
+LEARNED = ("hific", "msillm", "cdc", "hyperprior", "corrdiff", "corrdiff-e2e")
 CLASSICAL_MUTATIONS = int(os.environ.get("RDP_FUZZ_CLASSICAL", 2000))
 LEARNED_MUTATIONS = int(os.environ.get("RDP_FUZZ_LEARNED", 200))
 CRAFTED_SIZES = ((4096, 4096), (8192, 8192), (16384, 16384), (32768, 32768), (65536, 65536))
@@ -172,7 +172,7 @@ def _inner_mutations(parts: list[bytes], rng: np.random.Generator, n: int, hyper
             new[0] = bytes(h)
         else:  # string count / order
             new = new[::-1] if k % 8 < 4 else new + [b"\x00"]
-        yield f"inner{kind}.{k}", pack_strings(new)
+        yield f"inner{kind}.{k}", new
 
 
 def fuzz_learned(name: str, rng: np.random.Generator, image: torch.Tensor) -> dict:
@@ -184,16 +184,20 @@ def fuzz_learned(name: str, rng: np.random.Generator, image: torch.Tensor) -> di
     assert tally.run(codec, clean, "clean") == "image"
     rss0 = _rss_mb()
     parts = unpack_strings(rec.payload)
+    pack = pack_strings
+    if name.startswith("corrdiff"):  # [header, γ, hyperprior payload [z, y]]: mutate inside the ŷ stream too
+        parts = parts[:2] + unpack_strings(parts[2])
+        pack = lambda new: pack_strings(new[:2] + [pack_strings(new[2:])])  # noqa: E731
     hyper_index = len(parts) - 2  # [..., z, y]
     n_inner = LEARNED_MUTATIONS // 4
     for label, payload in _byte_mutations(rec.payload, rng, LEARNED_MUTATIONS - n_inner - 1):
         tally.run(codec, _with_payload(rec, payload), label, max_seconds=30.0)
-    for label, payload in _inner_mutations(parts, rng, n_inner, hyper_index):
-        tally.run(codec, _with_payload(rec, payload), label, max_seconds=30.0)
+    for label, new in _inner_mutations(parts, rng, n_inner, hyper_index):
+        tally.run(codec, _with_payload(rec, pack(new)), label, max_seconds=30.0)
     # one latent-string change with every checksum valid: decodes to some image of the header's size
     y = bytearray(parts[-1])
     y[len(y) // 2] ^= 0x5A
-    tally.run(codec, _with_payload(rec, pack_strings(parts[:-1] + [bytes(y)])), "latent byte", max_seconds=60.0)
+    tally.run(codec, _with_payload(rec, pack(parts[:-1] + [bytes(y)])), "latent byte", max_seconds=60.0)
     _crafted_sizes(codec, tally, rec)
     return {**tally.summary(), "rss_growth_mb": round(_rss_mb() - rss0, 1)}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rdp_bench.codecs.corrdiff_parts import (
-    GAMMA_CLIP, QUANTIZERS, E2EDecoder, Float16Gamma, GammaLayout, Uniform8Gamma, corrected_sample, get_quantizer,
+    GAMMA_CLIP, QUANTIZERS, Float16Gamma, GammaLayout, Uniform8Gamma, corrected_sample, get_quantizer,
     mix, mse_plus_msssim, solve_gamma_gradient, solve_gamma_mse,
 )
 from rdp_bench.container import BitstreamError
@@ -163,10 +163,48 @@ def test_loop_decoder_replays_encoder_and_gamma_one_returns_e2e(granularity):
     assert err(enc.image) < err(zero.image)
 
 
-def test_e2e_decoder_shapes():
-    d = E2EDecoder(16, hidden=(24, 16, 12, 8))
-    assert d.upsample_factor == 16
-    assert d(torch.zeros(2, 16, 3, 5)).shape == (2, 3, 48, 80)
+# ----------------------------------------------------------------------------------------------
+# The networks
+# ----------------------------------------------------------------------------------------------
+def _micro_compressor():
+    from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig, GainedMeanScaleHyperprior
+
+    torch.manual_seed(0)
+    return GainedMeanScaleHyperprior(GainedHyperpriorConfig(N=16, M=24, lambdas=(0.002, 0.05))).eval()
+
+
+def test_untrained_score_net_decodes_exactly_the_privileged_decoder():
+    from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
+
+    hp = _micro_compressor()
+    net = ScoreNet(ScoreNetConfig(widths=(8, 12, 16), decoder_channels=16))
+    x = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        out = hp(x, torch.tensor([0, 1]))
+        decoded = privileged_decoder(hp.g_s, out["y_dec"])
+        # D is the hyperprior's own synthesis, in [-1, 1]
+        assert torch.allclose((decoded.x0_e + 1) / 2, out["x_hat"], atol=1e-6)
+        assert [f.shape[-1] for f in decoded.features] == [64, 32, 16]
+        x0 = net(torch.randn_like(x), torch.rand(2, 1), net.context(decoded))
+    assert torch.equal(x0, decoded.x0_e.clamp(-1, 1))  # zero-initialised residual head
+
+
+def test_score_training_step_moves_only_the_score_net():
+    from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig
+    from rdp_bench.training.corrdiff import decode_latents
+
+    hp = _micro_compressor().requires_grad_(False)
+    before = {k: v.clone() for k, v in hp.state_dict().items()}
+    net = ScoreNet(ScoreNetConfig(widths=(8, 12, 16), decoder_channels=16))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x = torch.rand(2, 3, 64, 64)
+    for _ in range(2):
+        loss, parts = net.training_loss(x * 2 - 1, decode_latents(hp, x, torch.tensor([0, 1])))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert parts["loss"] > 0 and not torch.equal(net.head[1].weight, torch.zeros_like(net.head[1].weight))
+    assert all(torch.equal(before[k], v) for k, v in hp.state_dict().items())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,49 +212,49 @@ def test_e2e_decoder_shapes():
 # ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def micro_weights(tmp_path_factory):
-    pytest.importorskip("rdp_bench.codecs.diffusion.model")
-    from rdp_bench.codecs.corrdiff import CorrDiffModel
-    from rdp_bench.codecs.diffusion.compressor import CompressorConfig
-    from rdp_bench.codecs.diffusion.model import CDCConfig
-    from rdp_bench.codecs.diffusion.unet import UNetConfig
-    from rdp_bench.training.corrdiff import save_corrdiff_checkpoint
+    from rdp_bench.codecs.checkpoints import save_checkpoint
+    from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig
 
-    torch.manual_seed(0)
-    cfg = CDCConfig(UNetConfig(dim=8, dim_mults=(1, 2), context_channels=8, context_dim_mults=(1, 2)),
-                    CompressorConfig(dim=8, dim_mults=(1, 2), reverse_dim_mults=(2, 1), hyper_dims_mults=(2, 2, 2),
-                                     out_channels=8))
-    model = CorrDiffModel(cfg, e2e_hidden=(16, 8))
     folder = tmp_path_factory.mktemp("corrdiff_weights")
-    save_corrdiff_checkpoint(model, folder, "micro", 0.01, {"note": "random init, for tests"})
-    return folder
+    hp = _micro_compressor()
+    comp = save_checkpoint(hp.state_dict(), folder / "micro-hyperprior.safetensors",
+                           {"codec": "gained-hyperprior", "config": hp.config.to_dict()})
+    comp_manifest = __import__("json").loads(comp.with_suffix(".json").read_text())
+    torch.manual_seed(1)
+    config = ScoreNetConfig(widths=(8, 12, 16), decoder_channels=16)
+    net = ScoreNet(config)
+    torch.nn.init.normal_(net.head[1].weight, std=0.05)  # an untrained head would just return D(ŷ)
+    return save_checkpoint(net.state_dict(), folder / "micro-score.safetensors",
+                           {"codec": "corrdiff", "config": config.to_dict(),
+                            "compressor": {"file": comp.name, "sha256": comp_manifest["sha256"],
+                                           "lambdas": list(hp.config.lambdas)}})
 
 
-def _codec(name, folder, **options):
+def _codec(name, checkpoint, **options):
     from rdp_bench.codecs.corrdiff import CorrDiff, CorrDiffDiffusionOnly, CorrDiffE2E
 
     cls = {"corrdiff": CorrDiff, "corrdiff-diffusion-only": CorrDiffDiffusionOnly, "corrdiff-e2e": CorrDiffE2E}[name]
-    return cls(device="cpu", weights_dir=folder, steps=options.pop("steps", 3), **options)
+    return cls(device="cpu", checkpoint=checkpoint, steps=options.pop("steps", 3), **options)
 
 
 def _repack(bitstream: bytes, **changes) -> bytes:
     """Rewrite the CorrDiff payload (valid CRCs) with some of its parts replaced."""
-    from rdp_bench.codecs.corrdiff import _HEADER
     from rdp_bench.codecs.entropy import pack_strings, unpack_strings
     from rdp_bench.container import Container
 
     rec = Container.unpack(bitstream)
-    header, gamma, z, y = unpack_strings(rec.payload)
-    parts = {"header": header, "gamma": gamma, "z": z, "y": y, **changes}
-    payload = pack_strings([parts["header"], parts["gamma"], parts["z"], parts["y"]])
+    header, gamma, latent = unpack_strings(rec.payload)
+    parts = {"header": header, "gamma": gamma, "latent": latent, **changes}
+    payload = pack_strings([parts["header"], parts["gamma"], parts["latent"]])
     return Container(rec.codec, rec.rate_id, rec.height, rec.width, payload).pack()
 
 
-@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("batch", [1, 5])
 def test_codec_decoder_equals_encoder_trajectory_bit_exact(micro_weights, photo, batch):
-    # batch 8 also runs the UNet in chunks of 3 images (max_batch_pixels), as on a GPU with big images
-    codec = _codec("corrdiff", micro_weights, max_batch_pixels=3 * 32 * 48 if batch == 8 else 10**8)
-    images = [photo(32, 45, seed=i) for i in range(batch)]
-    streams = codec.encode(images, 0)
+    # batch 5 also runs the network in chunks of 2 images (max_batch_pixels), as on a GPU with big images
+    codec = _codec("corrdiff", micro_weights, max_batch_pixels=2 * 64 * 64 if batch > 1 else 10**8)
+    images = [photo(40, 45, seed=i) for i in range(batch)]
+    streams = codec.encode(images, 1)
     decoded = codec.decode(streams)
     assert len(decoded) == batch
     for enc_img, dec_img, img in zip(codec.encoder_reconstructions, decoded, images):
@@ -224,11 +262,44 @@ def test_codec_decoder_equals_encoder_trajectory_bit_exact(micro_weights, photo,
         assert torch.equal(enc_img, dec_img)
 
 
+def test_rate_points_are_the_compressor_levels_and_the_y_stream_is_the_hyperprior_one(micro_weights, photo):
+    from rdp_bench.codecs.entropy import unpack_strings
+    from rdp_bench.codecs.hyperprior import Hyperprior
+    from rdp_bench.container import Container
+
+    codec = _codec("corrdiff-e2e", micro_weights)
+    assert [p.label for p in codec.rate_points()] == ["q1", "q2"]
+    image = [photo(40, 45, seed=2)]
+    hp = Hyperprior(device="cpu", checkpoint=micro_weights.parent / "micro-hyperprior.safetensors")
+    for level in (0, 1):
+        latent = unpack_strings(Container.unpack(codec.encode(image, level)[0]).payload)[2]
+        hp_stream = hp.encode(image, level)[0]
+        assert latent == Container.unpack(hp_stream).payload
+        # corrdiff-e2e decodes to the hyperprior codec's image (up to the [-1, 1] round trip's float rounding)
+        e2e = codec.decode(codec.encode(image, level))[0]
+        assert torch.allclose(e2e, hp.decode([hp_stream])[0], atol=1e-6, rtol=0)
+
+
+def test_a_score_net_refuses_another_compressor(micro_weights, tmp_path, photo):
+    import json
+    import shutil
+
+    from rdp_bench.codecs.base import CodecUnavailable
+
+    for f in micro_weights.parent.glob("micro-*"):
+        shutil.copy(f, tmp_path / f.name)
+    manifest = json.loads((tmp_path / "micro-score.json").read_text())
+    manifest["compressor"]["sha256"] = "0" * 64
+    (tmp_path / "micro-score.json").write_text(json.dumps(manifest))
+    with pytest.raises(CodecUnavailable, match="not the compressor"):
+        _codec("corrdiff", tmp_path / "micro-score.safetensors").encode([photo(40, 45)], 0)
+
+
 def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
     from rdp_bench.codecs.entropy import unpack_strings
     from rdp_bench.container import Container, bits_per_pixel
 
-    images = [photo(32, 45, seed=3)]
+    images = [photo(40, 45, seed=3)]
     base = _codec("corrdiff-diffusion-only", micro_weights).encode(images, 0)[0]
     sizes = {}
     for gran, prec, per_value in [("scalar", "float16", 2), ("channel", "float16", 2), ("tile", "bfloat16", 2),
@@ -236,16 +307,16 @@ def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
         codec = _codec("corrdiff", micro_weights, gamma_granularity=gran, gamma_precision=prec, gamma_tile=16)
         enc = codec.encode_detailed(images, 0)[0]
         rec = Container.unpack(enc.bitstream)
-        _, gamma, z, y = unpack_strings(rec.payload)
-        count = {"scalar": 1, "channel": 3, "tile": 2 * 3}[gran]
+        _, gamma, latent = unpack_strings(rec.payload)
+        count = {"scalar": 1, "channel": 3, "tile": 3 * 3}[gran]
         assert len(gamma) == 3 * count * per_value  # 3 steps
-        assert enc.extras["bpp_gamma"] == pytest.approx(8 * len(gamma) / (32 * 45))
-        # same ŷ strings as the diffusion-only stream; the container grows by exactly the γ block
-        _, no_gamma, z0, y0 = unpack_strings(Container.unpack(base).payload)
-        assert (z, y, no_gamma) == (z0, y0, b"")
+        assert enc.extras["bpp_gamma"] == pytest.approx(8 * len(gamma) / (40 * 45))
+        # same ŷ stream as the diffusion-only one; the container grows by exactly the γ block
+        _, no_gamma, latent0 = unpack_strings(Container.unpack(base).payload)
+        assert (latent, no_gamma) == (latent0, b"")
         name_diff = len("corrdiff-diffusion-only") - len("corrdiff")
         assert len(enc.bitstream) == len(base) - name_diff + len(gamma)
-        assert bits_per_pixel(enc.bitstream, 32, 45) == pytest.approx(8 * len(enc.bitstream) / (32 * 45))
+        assert bits_per_pixel(enc.bitstream, 40, 45) == pytest.approx(8 * len(enc.bitstream) / (40 * 45))
         sizes[(gran, prec)] = len(enc.bitstream)
         if gran == "tile":  # the layout that depends on the image size must decode too
             assert torch.equal(codec.decode([enc.bitstream])[0], codec.encoder_reconstructions[0])
@@ -254,7 +325,7 @@ def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
 
 def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
     codec = _codec("corrdiff", micro_weights)
-    stream = codec.encode([photo(32, 45, seed=5)], 0)[0]
+    stream = codec.encode([photo(40, 45, seed=5)], 0)[0]
     for bad in (stream[:-1], stream[: len(stream) // 2], stream[:10]):
         with pytest.raises(BitstreamError):
             codec.decode([bad])
@@ -263,7 +334,7 @@ def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
     with pytest.raises(BitstreamError):
         codec.decode([bytes(flipped)])
     with pytest.raises(BitstreamError):  # a valid container of another variant
-        codec.decode(_codec("corrdiff-e2e", micro_weights).encode([photo(32, 45, seed=5)], 0))
+        codec.decode(_codec("corrdiff-e2e", micro_weights).encode([photo(40, 45, seed=5)], 0))
     from rdp_bench.codecs.entropy import unpack_strings
     from rdp_bench.container import Container
 
@@ -274,35 +345,34 @@ def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
         codec.decode([_repack(stream, gamma=gamma[:-2] + b"\x7e\x00")])
     with pytest.raises(BitstreamError):  # unknown payload version
         codec.decode([_repack(stream, header=b"\x09\x03\x00\x00\x00\x40")])
+    with pytest.raises(BitstreamError, match="steps"):  # a decode bomb: 200 network passes
+        codec.decode([_repack(stream, header=b"\x02\xc8\x00\x00\x00\x40")])
 
 
 def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
-    from rdp_bench.codecs.corrdiff import NOISE_SCALE, _load_model, _manifests
-    from rdp_bench.codecs.diffusion.compressor import LatentCoder
+    from rdp_bench.codecs.corrdiff import NOISE_SCALE
+    from rdp_bench.codecs.corrdiff_net import privileged_decoder
     from rdp_bench.codecs.diffusion.sampler import DDIMSampler
     from rdp_bench.codecs.entropy import unpack_strings
     from rdp_bench.container import Container
-    import json
 
     codec = _codec("corrdiff-diffusion-only", micro_weights)
-    images = [photo(32, 45, seed=6), photo(32, 45, seed=7)]
-    streams = codec.encode(images, 0)
+    images = [photo(40, 45, seed=6), photo(40, 45, seed=7)]
+    streams = codec.encode(images, 1)
     decoded = codec.decode(streams)
     # an independent plain DDIM decode (the loop of the sampler's docstring) of the same ŷ
-    m = _manifests(micro_weights)[0]
-    model = _load_model(m["_path"], m["sha256"], json.dumps(m["config"], sort_keys=True))
-    coder = LatentCoder(model.cdc.context_fn)
-    parts = [unpack_strings(Container.unpack(s).payload) for s in streams]
+    net, hp = codec.score_net(), codec.compressor()
+    latents = [unpack_strings(Container.unpack(s).payload)[2] for s in streams]
     with torch.no_grad():
-        y_hat = coder.decode([p[2] for p in parts], [p[3] for p in parts], (2, 3))
-        context = model.cdc.context_fn.synthesis(y_hat)
-        sampler = DDIMSampler(model.cdc.train_alphas_cumprod, 3, eta=0.0)
-        seeds = [zlib.crc32(p[3]) & 0x7FFFFFFF for p in parts]
-        x = sampler.initial_noise((2, 3, 32, 48), seeds, NOISE_SCALE)
+        y_hat = hp.coder(1).decode_latents(latents, (40, 45))
+        model = hp.model()
+        context = net.context(privileged_decoder(model.g_s, y_hat * model.inv_gain.abs()[1][None, :, None, None]))
+        sampler = DDIMSampler(net.train_alphas_cumprod, 3, eta=0.0)
+        x = sampler.initial_noise((2, 3, 64, 64), [zlib.crc32(p) & 0x7FFFFFFF for p in latents], NOISE_SCALE)
         for t, t_prev in sampler.timesteps:
-            x0 = model.cdc.denoise(x, sampler.time_input(t, 2, "cpu"), context).clamp(-1, 1)
+            x0 = net(x, sampler.time_input(t, 2, "cpu"), context).clamp(-1, 1)
             x = sampler.step(x, x0, t, t_prev)
-    plain = ((x[..., :32, :45] + 1) / 2).clamp(0, 1)
+    plain = ((x[..., :40, :45] + 1) / 2).clamp(0, 1)
     for a, b in zip(decoded, plain):
         assert torch.equal(a, b)
 
@@ -312,7 +382,7 @@ def test_gamma_one_at_last_step_returns_e2e_image(micro_weights, photo):
     from rdp_bench.container import Container
 
     codec = _codec("corrdiff", micro_weights)
-    image = [photo(32, 45, seed=8)]
+    image = [photo(40, 45, seed=8)]
     stream = codec.encode(image, 0)[0]
     gamma = unpack_strings(Container.unpack(stream).payload)[1]
     forced = gamma[:-2] + np.array([1.0], dtype=">f2").tobytes()
@@ -323,77 +393,22 @@ def test_gamma_one_at_last_step_returns_e2e_image(micro_weights, photo):
 
 
 @needs_photos
-def test_phase2_training_smoke_logs_both_stages(tmp_path):
-    import json
+def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_codec_loads(micro_weights, tmp_path,
+                                                                                        photo):
+    from rdp_bench.training.corrdiff import ScoreJobConfig, export_score, train_score
 
-    from rdp_bench.training.corrdiff import phase1_checkpoints, train_phase2
-
-    lines: list[str] = []
-    out = train_phase2(phase1_checkpoints()[0], tmp_path, "smoke", max_steps=2, crop=64, crop_d=64,
-                       batch=2, log=lines.append)
-    history = json.loads(out.with_suffix(".json").read_text())["training"]["history"]
-    assert [h["step"] for h in history["e2e_warmup"]] == [2] and [h["step"] for h in history["joint"]] == [2]
-    assert {"e2e_psnr", "bpp"} <= set(history["e2e_warmup"][0])
-    assert {"corr_psnr", "e2e_psnr", "one_minus_ssim"} <= set(history["joint"][0])
-    assert any(line.startswith("(smoke) autoencoder step 2:") for line in lines)
-    assert any(line.startswith("(smoke) joint step 2:") for line in lines)
-
-
-def test_score_stage_trains_the_unet_and_leaves_the_bitstream_parts_alone():
-    from rdp_bench.codecs.corrdiff import CorrDiffModel
-    from rdp_bench.codecs.diffusion.model import CDCConfig
-    from rdp_bench.training.corrdiff import BITSTREAM_PARTS, _Budget, _score_stage
-
-    class Data:
-        def sample(self, n):
-            return torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(n))
-
-    torch.manual_seed(0)
-    model = CorrDiffModel(CDCConfig.tiny())
-    before = {k: v.clone() for k, v in model.cdc.state_dict().items()}
-    history: list = []
-    ema = _score_stage(model, _Budget(10.0, 3.0, 3, 1), Data(), 2, 1e-3, 0.9, history, lambda m: None, "t")
-    after = model.cdc.state_dict()
-    bitstream = [k for k in after if k.startswith(tuple(f"context_fn.{p}." for p in BITSTREAM_PARTS))]
-    assert bitstream and all(torch.equal(before[k], after[k]) for k in bitstream)
-    unet = [k for k in after if k.startswith("denoise_fn.")]
-    assert any(not torch.equal(before[k], after[k]) for k in unet)
-    assert all(p.requires_grad for p in model.parameters())  # unfrozen again for the joint stage
-    assert history[-1]["step"] == 3 and ema is not model.cdc
-
-
-@needs_photos
-def test_staged_recipe_writes_cdc_and_corrdiff_checkpoints_the_codecs_load(tmp_path, photo):
-    import json
-
-    from rdp_bench.codecs.cdc import CDC
-    from rdp_bench.training.corrdiff import train_chain
-
-    paths = train_chain((0.02, 0.005), tmp_path / "corrdiff", tmp_path / "cdc", max_steps=2, crop=64, batch=2,
-                        joint_crop=64, joint_batch=1, log=lambda m: None)
-    assert [p.parent.name for p in paths] == ["cdc", "cdc", "corrdiff", "corrdiff"]
-    later = json.loads(paths[1].with_suffix(".json").read_text())
-    assert later["phase"] == "score" and later["warm_started_from_lambda"] == 0.02
-    corr = json.loads(paths[3].with_suffix(".json").read_text())
-    assert corr["phase1"]["file"] == paths[1].name and corr["rate_weight"] == 0.005
-    image = [photo(40, 56, seed=3)]
-    for codec in (CDC(weights_dir=tmp_path / "cdc", steps=1), _codec("corrdiff", tmp_path / "corrdiff")):
-        assert len(codec.rate_points()) == 2
-        out = codec.decode(codec.encode(image, 1))[0]
-        assert out.shape == image[0].shape
-
-
-@needs_photos
-def test_staged_recipe_warm_starts_from_a_corrdiff_checkpoint(tmp_path):
-    import json
-
-    from rdp_bench.training.corrdiff import train_chain
-
-    first = train_chain((0.02,), tmp_path / "a", tmp_path / "a_cdc", max_steps=1, crop=64, batch=1, joint_crop=64,
-                        joint_batch=1, log=lambda m: None)[-1]
-    again = train_chain((0.01,), tmp_path / "b", tmp_path / "b_cdc", max_steps=1, crop=64, batch=1, joint_crop=64,
-                        joint_batch=1, init=first, log=lambda m: None)
-    cdc = json.loads(again[0].with_suffix(".json").read_text())
-    assert cdc["warm_started_from_lambda"] == 0.02 and cdc["warm_started_from_file"]["file"] == first.name
-    with pytest.raises(ValueError, match="CorrDiff checkpoint"):
-        train_chain((0.01,), tmp_path / "c", tmp_path / "c_cdc", max_steps=1, init=again[0], log=lambda m: None)
+    cfg = ScoreJobConfig(widths=(8, 12, 16), crop=64, batch=2, max_steps=4, val_every=1000, kid_every=0,
+                         compressor=str(micro_weights.parent / "micro-hyperprior.safetensors"))
+    quiet = lambda m: None  # noqa: E731
+    straight = train_score(cfg, "a", tmp_path, log=quiet)
+    train_score(cfg, "b", tmp_path, until_step=2, log=quiet)
+    resumed = train_score(cfg, "b", tmp_path, log=quiet)
+    sa = torch.load(straight / "state.pt", weights_only=True)
+    sb = torch.load(resumed / "state.pt", weights_only=True)
+    assert sa["step"] == sb["step"] == 4
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    path = export_score(straight, tmp_path / "out", "exported")
+    for f in micro_weights.parent.glob("micro-hyperprior.*"):  # the codec finds its compressor beside it
+        (tmp_path / "out" / f.name).write_bytes(f.read_bytes())
+    out = _codec("corrdiff", path).decode(_codec("corrdiff", path).encode([photo(40, 45)], 1))[0]
+    assert out.shape == (3, 40, 45)

@@ -3,54 +3,57 @@ decoder, with the per-step mixing weights γ_t in the bitstream.
 
 Paper: Ma, Yang, Liu, "Correcting Diffusion-Based Perceptual Image Compression with Privileged
 End-to-End Decoder", ICML 2024 (arXiv 2404.04916). There is no official code; this follows the paper's
-description and reuses CDC's compressor, conditional UNet and DDIM sampler
-(``rdp_bench.codecs.diffusion``) plus the shared range coder (``rdp_bench.codecs.entropy``).
+description. Networks: ``corrdiff_net`` (the bundled hyperprior as compressor and privileged decoder
+D, and a score network predicting a residual on D(ŷ)); γ solvers, quantizers and the corrected loop:
+``corrdiff_parts``; DDIM: ``diffusion.sampler``.
 
-Mechanism. The compressor codes ŷ (hyperprior, real range coding). At decode, a conditional UNet
-predicts x̂0 from x_t and the context synthesised from ŷ; a small convolutional decoder gives
+Mechanism. The compressor codes ŷ with the bundled variable-rate hyperprior (the ``hyperprior``
+codec's exact ŷ stream). At decode, the score network predicts x̂0 from x_t and features of
 x0e = D(ŷ). At each of the N DDIM steps the encoder, which sees x, picks
 γ_t* = argmin ‖x − (x̂0 + γ(x0e − x̂0))‖² (closed form), quantizes it, and continues with the
 *quantized* γ_t (x̃0 = x̂0 + γ_t(x0e − x̂0) replaces x̂0 in the DDIM update). The N γ values are written
-after the latent strings; the decoder replays the identical trajectory and outputs the last x̃0.
+beside the ŷ stream; the decoder replays the identical trajectory and outputs the last x̃0.
 
-Codec variants (same checkpoints, same ŷ bitstream; only the γ block differs):
+Codec variants (same checkpoint, same ŷ stream; only the γ block differs):
 
 * ``corrdiff``                -- corrected sampling (the paper's method).
-* ``corrdiff-diffusion-only`` -- γ = 0 at every step: a plain CDC-style DDIM decode; no γ bits.
-* ``corrdiff-e2e``            -- just D(ŷ), no diffusion; no γ bits.
+* ``corrdiff-diffusion-only`` -- γ = 0 at every step: a plain DDIM decode; no γ bits.
+* ``corrdiff-e2e``            -- just D(ŷ), no diffusion; no γ bits (the ``hyperprior`` codec's image).
+
+Rate points ``q1``…``q7`` are the hyperprior's gain levels, fixed by the checkpoint's config (a stream's
+rate id never depends on which files are on disk).
 
 Options (constructor keywords, also ``codec_options`` of a run):
 
-* ``steps`` (η = 0): DDIM steps N, written in the payload, so the decoder needs no option. Default 8
-  (the paper's N) on GPU and 2 on CPU, where each step is a full-size UNet pass at *both* ends (the
-  encoder runs the trajectory to choose γ); ``steps=8`` gives the paper's setting on CPU too.
+* ``steps`` (η = 0): DDIM steps N, written in the payload, so the decoder needs no option. Default 4
+  on every device (the same command gives the same numbers anywhere); ``steps=8`` is the paper's N.
 * ``gamma_granularity``: ``scalar`` (paper: one γ per step), ``channel`` (3 per step) or ``tile``
   (one per ``gamma_tile`` x ``gamma_tile`` block, default 64 px).
 * ``gamma_precision``: ``float16`` (paper), ``bfloat16`` or ``uint8`` (uniform, step 1/128 on
   [-0.5, 1.49]; see ``corrdiff_parts.Uniform8Gamma``).
 * ``gamma_solver``: ``mse`` (closed form, default) or ``mse+msssim`` (a few Adam steps on
   MSE + ``perceptual_weight`` · (1 − MS-SSIM), started at the closed form). Encoder-only choice.
-* ``weights_dir``: folder of ``corrdiff-*.safetensors`` + ``.json`` manifests (default: bundled).
+* ``checkpoint``: another score-network checkpoint (``.safetensors`` + ``.json`` manifest).
 
 Choices made where the paper is silent (also in the README):
 
+* D is the MSE-trained hyperprior's own synthesis, frozen; the score network is trained against it
+  (``training/corrdiff.py``), not jointly (the paper's phase 2 is left out: no budget for it).
 * Initial noise: ``0.8 · N(0, I)`` (CDC's default noise scale) from a CPU generator seeded with the
-  CRC32 of the image's y string (as our CDC codec does), one generator per image, so the noise is a
-  function of the bitstream alone and never depends on the batch.
+  CRC32 of the image's ŷ stream, one generator per image, so the noise is a function of the bitstream
+  alone and never depends on the batch.
 * DDIM timesteps are CDC's (``N`` indices evenly spaced over the 8193 training steps, from the top);
   the final step goes to ᾱ = 1, so the output is exactly the last x̃0.
 * x̂0 and x0e are clamped to [-1, 1] before the mix and x̃0 after it; the mix is ``torch.lerp`` so that
   γ = 0 gives x̂0 and γ = 1 gives D(ŷ) bit-exactly.
 * γ is solved on the real image area only (not the padding), is 0 where ‖x0e − x̂0‖² vanishes, and
   is clipped to ±4 before quantization.
-* The encoder uses the ŷ it decodes from its own strings, so both ends start from identical tensors.
 * γ bits: N · count · (16 or 8) bits plus a 6-byte CorrDiff header, all inside the container and
   therefore in bpp; the ``bpp_gamma`` result column reports the γ share.
 
 Bit-exactness: on CPU the decoder's image equals the encoder's final x̃0 bit for bit when both process
-the same batch composition (tested for batch 1 and 8). Across devices (CPU vs GPU) or batch sizes the
-UNet's floating point may differ in the last bits; γ then still applies, the output just is not
-bit-identical to the encoder's.
+the same batch composition (tested). Across devices or batch sizes the network's floating point may
+differ in the last bits; γ then still applies, the output just is not bit-identical to the encoder's.
 """
 
 from __future__ import annotations
@@ -65,26 +68,24 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
-from torch import nn
 
-from rdp_bench.codecs.base import Availability, Codec, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
 from rdp_bench.codecs.corrdiff_parts import (
-    GRANULARITY_IDS, QUANTIZER_IDS, E2EDecoder, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
+    GRANULARITY_IDS, QUANTIZER_IDS, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
     solve_gamma_gradient, solve_gamma_mse,
 )
 from rdp_bench.container import BitstreamError, Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "corrdiff"
+DEFAULT_CHECKPOINT = "corrdiff-score-w48"
 NOISE_SCALE = 0.8
-#: images per UNet batch are limited so that batch x H x W stays under this (GPU memory)
+#: images per network batch are limited so that batch x H x W stays under this (GPU memory)
 MAX_BATCH_PIXELS = 8 * 512 * 768
-PAYLOAD_VERSION = 1
-DEFAULT_STEPS = 8  # the paper's N, used on GPU
-#: default N on CPU, where every step is a full UNet pass at image size on both ends (keeps the
-#: README's main job at a few minutes; pass ``steps=8`` for the paper's setting)
-CPU_DEFAULT_STEPS = 2
-#: most DDIM steps a stream may ask for (encoder and decoder): each is a full UNet pass at image size,
-#: so the step byte is bounded well below 255 (64 = 8x the paper's N)
+PAYLOAD_VERSION = 2
+#: DDIM steps N on every device (the paper's N is 8: pass ``steps=8``)
+DEFAULT_STEPS = 4
+#: most DDIM steps a stream may ask for (encoder and decoder): each is a full network pass at image
+#: size, so the step byte is bounded well below 255 (64 = 8x the paper's N)
 MAX_STEPS = 64
 #: version, steps, granularity id, precision id, tile size
 _HEADER = struct.Struct(">BBBBH")
@@ -92,62 +93,20 @@ _MODES = ("corrected", "diffusion-only", "e2e")
 
 
 # ----------------------------------------------------------------------------------------------
-# Model
+# Payload: [CorrDiff header, γ bytes, the hyperprior codec's ŷ payload]
 # ----------------------------------------------------------------------------------------------
-class CorrDiffModel(nn.Module):
-    """CDC's compressor + conditional UNet (``cdc.*``) and the privileged e2e decoder (``e2e.*``)."""
-
-    def __init__(self, cdc_config: Any, e2e_hidden: Sequence[int] = (64, 48, 32, 24), e2e_res_blocks: int = 1) -> None:
-        super().__init__()
-        from rdp_bench.codecs.diffusion.model import CDCModel
-
-        self.cdc = CDCModel(cdc_config)
-        self.e2e = E2EDecoder(self.cdc.context_fn.latent_channels, e2e_hidden, e2e_res_blocks)
-        if self.e2e.upsample_factor != cdc_config.compressor.latent_factor:
-            raise ValueError(f"e2e decoder upsamples x{self.e2e.upsample_factor}, the latent is at "
-                             f"1/{cdc_config.compressor.latent_factor}")
-
-    def config_dict(self) -> dict[str, Any]:
-        return {"cdc": self.cdc.config.to_dict(), "e2e": dict(self.e2e.config)}
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "CorrDiffModel":
-        from rdp_bench.codecs.diffusion.model import CDCConfig
-
-        e2e = config.get("e2e", {})
-        return cls(CDCConfig.from_dict(config["cdc"]), e2e.get("hidden", (64, 48, 32, 24)), e2e.get("res_blocks", 1))
-
-    def shipped_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights without the schedule buffers (recomputed from the config on load)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("cdc.train_")}
-
-    def load_shipped(self, state: dict[str, torch.Tensor]) -> None:
-        own = self.state_dict()
-        expected = {k for k in own if not k.startswith("cdc.train_")}
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        bad = [k for k in expected & set(state) if tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or bad:
-            raise ValueError(f"CorrDiff checkpoint does not fit its config: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}, shape mismatches {bad[:3]}")
-        self.load_state_dict({k: state[k].to(own[k].dtype) for k in expected}, strict=False)
-
-
-# ----------------------------------------------------------------------------------------------
-# Payload
-# ----------------------------------------------------------------------------------------------
-def _pack_payload(steps: int, layout: GammaLayout, precision: str, gamma_bytes: bytes,
-                  z_string: bytes, y_string: bytes) -> bytes:
+def _pack_payload(steps: int, layout: GammaLayout, precision: str, gamma_bytes: bytes, latent_payload: bytes) -> bytes:
     from rdp_bench.codecs.entropy import pack_strings
 
     header = _HEADER.pack(PAYLOAD_VERSION, steps, GRANULARITY_IDS[layout.granularity], QUANTIZER_IDS[precision],
                           layout.tile)
-    return pack_strings([header, gamma_bytes, z_string, y_string])
+    return pack_strings([header, gamma_bytes, latent_payload])
 
 
-def _unpack_payload(payload: bytes) -> tuple[int, GammaLayout, str, bytes, bytes, bytes]:
+def _unpack_payload(payload: bytes) -> tuple[int, GammaLayout, str, bytes, bytes]:
     from rdp_bench.codecs.entropy import unpack_strings
 
-    header, gamma_bytes, z_string, y_string = unpack_strings(payload, expected_count=4)
+    header, gamma_bytes, latent_payload = unpack_strings(payload, expected_count=3)
     if len(header) != _HEADER.size:
         raise BitstreamError(f"CorrDiff header has {len(header)} bytes, expected {_HEADER.size}")
     version, steps, gran_id, prec_id, tile = _HEADER.unpack(header)
@@ -163,30 +122,32 @@ def _unpack_payload(payload: bytes) -> tuple[int, GammaLayout, str, bytes, bytes
         layout = GammaLayout(grans[gran_id], tile=tile if grans[gran_id] == "tile" else 64)
     except ValueError as exc:
         raise BitstreamError(str(exc)) from exc
-    return steps, layout, precs[prec_id], gamma_bytes, z_string, y_string
+    return steps, layout, precs[prec_id], gamma_bytes, latent_payload
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints: the score network's manifest names the compressor checkpoint (file + sha256)
 # ----------------------------------------------------------------------------------------------
-def _manifests(weights_dir: Path) -> list[dict[str, Any]]:
-    out = []
-    for path in sorted(Path(weights_dir).glob("corrdiff-*.json")):
-        info = json.loads(path.read_text())
-        if (path.parent / info.get("file", "")).is_file():
-            info["_path"] = str(path.parent / info["file"])
-            out.append(info)
-    # low rate first: a larger rate weight λ gives a lower rate
-    return sorted(out, key=lambda m: (-float(m["rate_weight"]), m["label"]))
+def _manifest(path: Path) -> dict[str, Any]:
+    return json.loads(path.with_suffix(".json").read_text())
 
 
-@lru_cache(maxsize=16)
-def _load_model(path: str, sha256: str, config_json: str) -> CorrDiffModel:
+def _compressor_path(score_path: Path, manifest: dict[str, Any]) -> Path:
+    from rdp_bench.codecs.hyperprior import WEIGHTS_DIR as HYPERPRIOR_DIR
+
+    name = manifest["compressor"]["file"]
+    beside = score_path.parent / name
+    return beside if beside.is_file() else HYPERPRIOR_DIR / name
+
+
+@lru_cache(maxsize=4)
+def _load_score_net(path: str, sha256: str, config_json: str):
     from rdp_bench.codecs.checkpoints import load_state_dict
+    from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig
 
-    model = CorrDiffModel.from_config(json.loads(config_json))
-    model.load_shipped(load_state_dict(path, expected_sha256=sha256))
-    return model.eval()
+    net = ScoreNet(ScoreNetConfig.from_dict(json.loads(config_json)))
+    net.load_state_dict(load_state_dict(path, expected_sha256=sha256))
+    return net.eval()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,54 +155,62 @@ def _load_model(path: str, sha256: str, config_json: str) -> CorrDiffModel:
 # ----------------------------------------------------------------------------------------------
 class CorrDiff(Codec):
     name = "corrdiff"
-    description = "CorrDiff (ICML 2024): diffusion decoder corrected per DDIM step by a privileged e2e decoder; γ in the bitstream"
+    description = ("CorrDiff (ICML 2024) on the bundled hyperprior: diffusion decoder corrected per DDIM step by "
+                   "the privileged MSE decoder D; γ in the bitstream (small CPU-trained model)")
     wants_gpu = True
     supports_amp = True
     mode: ClassVar[str] = "corrected"
 
     def __init__(self, device: str | None = None, *, steps: int | None = None, gamma_granularity: str = "scalar",
                  gamma_tile: int = 64, gamma_precision: str = "float16", gamma_solver: str = "mse",
-                 perceptual_weight: float = 0.1, weights_dir: str | Path | None = None, amp: str | None = None,
+                 perceptual_weight: float = 0.1, checkpoint: str | Path | None = None, amp: str | None = None,
                  max_batch_pixels: int = MAX_BATCH_PIXELS, **options: Any) -> None:
         super().__init__(device, **options)
-        if steps is None:
-            steps = DEFAULT_STEPS if self.device.type == "cuda" else CPU_DEFAULT_STEPS
-        if not 1 <= int(steps) <= MAX_STEPS:
+        steps = DEFAULT_STEPS if steps is None else int(steps)
+        if not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {steps}")
         if gamma_solver not in ("mse", "mse+msssim"):
             raise ValueError(f"gamma_solver must be 'mse' or 'mse+msssim', got {gamma_solver!r}")
-        self.steps = int(steps)
+        self.steps = steps
         self.layout = GammaLayout(gamma_granularity, int(gamma_tile))
         self.precision = get_quantizer(gamma_precision).name
         self.gamma_solver = gamma_solver
         self.perceptual_weight = float(perceptual_weight)
-        self.weights_dir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
-        self.amp = amp if self.device.type == "cuda" else None  # UNet autocast on GPU only
+        self.path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.safetensors"
+        self.amp = amp if self.device.type == "cuda" else None  # network autocast on GPU only
         if self.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be bf16 or fp16, got {amp!r}")
         self.max_batch_pixels = int(max_batch_pixels)
-        self._coders: dict[str, Any] = {}
+        self._compressor = None
 
     # --- registry interface ---------------------------------------------------------------
     @classmethod
-    def availability(cls) -> Availability:
-        try:
-            import rdp_bench.codecs.diffusion.model  # noqa: F401
-        except ImportError as exc:
-            return Availability(False, f"diffusion modules missing: {exc}")
-        if not _manifests(WEIGHTS_DIR):
-            return Availability(False, f"no CorrDiff checkpoints (corrdiff-*.safetensors + .json) in {WEIGHTS_DIR}")
+    def _check(cls, path: Path) -> Availability:
+        if not (path.is_file() and path.with_suffix(".json").is_file()):
+            return Availability(False, f"{path.name} (with its .json manifest) not found in {path.parent} "
+                                       "(run `rdp-bench train corrdiff`, then --export)")
+        compressor = _compressor_path(path, _manifest(path))
+        if not compressor.is_file():
+            return Availability(False, f"compressor checkpoint {compressor.name} not found (beside {path.name} "
+                                       "or in rdp_bench/weights/hyperprior)")
         return Availability(True)
 
-    def rate_points(self) -> list[RatePoint]:
-        return [RatePoint(m["label"], {"rate_weight": m["rate_weight"], "file": m["file"]})
-                for m in _manifests(self.weights_dir)]
+    @classmethod
+    def availability(cls) -> Availability:
+        return cls._check(WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.safetensors")
 
-    def _manifest(self, rate_point: RatePoint) -> dict[str, Any]:
-        for m in _manifests(self.weights_dir):
-            if m["label"] == rate_point.label:
-                return m
-        raise KeyError(f"{self.name}: no checkpoint for rate point {rate_point.label!r} in {self.weights_dir}")
+    @classmethod
+    def availability_for_options(cls, options: dict[str, Any]) -> Availability:
+        return cls._check(Path(options["checkpoint"])) if options.get("checkpoint") else cls.availability()
+
+    def _score_manifest(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            raise CodecUnavailable(f"{self.name}: checkpoint {self.path} not found")
+        return _manifest(self.path)
+
+    def rate_points(self) -> list[RatePoint]:
+        lambdas = self._score_manifest()["compressor"]["lambdas"]
+        return [RatePoint(f"q{i + 1}", {"level": i, "lambda": lam}) for i, lam in enumerate(lambdas)]
 
     def settings(self) -> dict[str, Any]:
         """The options that change this variant's bitstream or output."""
@@ -259,37 +228,43 @@ class CorrDiff(Codec):
         return out
 
     def checkpoint_id(self, rate_point: RatePoint) -> str:
-        """sha256 of the weights combined with the settings, which change the output."""
+        """sha256 of both checkpoints combined with the settings, which change the output."""
+        m = self._score_manifest()
         settings = json.dumps(self.settings(), sort_keys=True)
-        return hashlib.sha256(f"{self._manifest(rate_point)['sha256']}|{settings}".encode()).hexdigest()
+        return hashlib.sha256(f"{m['sha256']}|{m['compressor']['sha256']}|{settings}".encode()).hexdigest()
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            **self.settings(), "noise_seed": "crc32 of the y string", "x0_clamp": [-1, 1],
-            "max_batch_pixels": self.max_batch_pixels,
-            "checkpoints": {m["label"]: {"file": m["file"], "sha256": m["sha256"], "note": m.get("note", "")}
-                            for m in _manifests(self.weights_dir)},
-        }
+        m = self._score_manifest()
+        t = m.get("training", {})
+        return {**self.settings(), "noise_seed": "crc32 of the ŷ stream", "x0_clamp": [-1, 1],
+                "max_batch_pixels": self.max_batch_pixels,
+                "weights": {"file": self.path.name, "sha256": m["sha256"], "steps": t.get("steps"),
+                            "cpu_hours": t.get("cpu_hours"), "data": t.get("data")},
+                "compressor": {k: m["compressor"][k] for k in ("file", "sha256")}}
 
     # --- model plumbing -------------------------------------------------------------------
-    def _model(self, rate_point: RatePoint) -> tuple[CorrDiffModel, Any]:
-        m = self._manifest(rate_point)
-        model = _load_model(m["_path"], m["sha256"], json.dumps(m["config"], sort_keys=True)).to(self.device)
-        key = m["sha256"]
-        if key not in self._coders:
-            from rdp_bench.codecs.diffusion.compressor import LatentCoder
+    def compressor(self):
+        """The hyperprior codec whose ŷ stream and synthesis D this CorrDiff uses."""
+        if self._compressor is None:
+            from rdp_bench.codecs.hyperprior import Hyperprior
 
-            self._coders[key] = LatentCoder(model.cdc.context_fn.to("cpu"))
-            model.to(self.device)
-        return model, self._coders[key]
+            m = self._score_manifest()
+            path = _compressor_path(self.path, m)
+            hp = Hyperprior(device=str(self.device), checkpoint=path)
+            if hp.checkpoint_id(RatePoint("q1")) != m["compressor"]["sha256"]:
+                raise CodecUnavailable(f"{self.name}: {path.name} is not the compressor this score network was "
+                                       f"trained on (sha256 {m['compressor']['sha256'][:12]}…)")
+            self._compressor = hp
+        return self._compressor
 
-    def _pad_multiple(self, model: CorrDiffModel) -> int:
-        return model.cdc.config.pad_multiple
+    def score_net(self):
+        m = self._score_manifest()
+        return _load_score_net(str(self.path), m["sha256"], json.dumps(m["config"], sort_keys=True)).to(self.device)
 
-    def _sampler(self, model: CorrDiffModel, steps: int):
+    def _sampler(self, steps: int):
         from rdp_bench.codecs.diffusion.sampler import DDIMSampler
 
-        return DDIMSampler(model.cdc.train_alphas_cumprod, steps, eta=0.0)
+        return DDIMSampler(self.score_net().train_alphas_cumprod, steps, eta=0.0)
 
     def _chunks(self, n: int, h: int, w: int) -> list[slice]:
         per = max(1, self.max_batch_pixels // max(1, h * w))
@@ -300,34 +275,39 @@ class CorrDiff(Codec):
             return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.amp])
         return contextlib.nullcontext()
 
-    def _run(self, model: CorrDiffModel, y_hat: torch.Tensor, seeds: Sequence[int], valid: tuple[int, int],
-             steps: int, layout: GammaLayout, precision: str, target: torch.Tensor | None = None,
+    def _run(self, level: int, y_hat: torch.Tensor, seeds: Sequence[int], valid: tuple[int, int], steps: int,
+             layout: GammaLayout, precision: str, target: torch.Tensor | None = None,
              gammas: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batched in chunks of at most ``max_batch_pixels``; -> (images in [-1,1] cropped, γ B x N x count)."""
         images, used = [], []
-        hp, wp = (y_hat.shape[-2] * model.e2e.upsample_factor, y_hat.shape[-1] * model.e2e.upsample_factor)
+        hp, wp = y_hat.shape[-2] * 16, y_hat.shape[-1] * 16
         for sl in self._chunks(y_hat.shape[0], hp, wp):
-            img, g = self._run_chunk(model, y_hat[sl], list(seeds)[sl], valid, steps, layout, precision,
+            img, g = self._run_chunk(level, y_hat[sl], list(seeds)[sl], valid, steps, layout, precision,
                                      None if target is None else target[sl], None if gammas is None else gammas[sl])
             images.append(img)
             used.append(g)
         return torch.cat(images), (None if used[0] is None else torch.cat(used))
 
-    def _run_chunk(self, model: CorrDiffModel, y_hat: torch.Tensor, seeds: list[int], valid: tuple[int, int],
-                   steps: int, layout: GammaLayout, precision: str, target: torch.Tensor | None,
+    def _run_chunk(self, level: int, y_hat: torch.Tensor, seeds: list[int], valid: tuple[int, int], steps: int,
+                   layout: GammaLayout, precision: str, target: torch.Tensor | None,
                    gammas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y_hat = y_hat.to(self.device)
-        b = y_hat.shape[0]
-        x0_e = model.e2e(y_hat).float().clamp(-1.0, 1.0)
+        from rdp_bench.codecs.corrdiff_net import privileged_decoder
+
+        model = self.compressor().model().to(self.device)
+        y_dec = y_hat.to(self.device) * model.inv_gain.abs()[level][None, :, None, None]
+        decoded = privileged_decoder(model.g_s, y_dec)
+        x0_e = decoded.x0_e.float().clamp(-1.0, 1.0)
         if self.mode == "e2e":
             return x0_e[..., : valid[0], : valid[1]], None
-        context = model.cdc.context_fn.synthesis(y_hat)
-        sampler = self._sampler(model, steps)
+        net = self.score_net()
+        context = net.context(decoded)
+        b = y_hat.shape[0]
+        sampler = self._sampler(steps)
         noise = sampler.initial_noise(x0_e.shape, seeds, NOISE_SCALE, device=self.device)
 
         def denoiser(x_t: torch.Tensor, t: int) -> torch.Tensor:
             with self._autocast():
-                x0 = model.cdc.denoise(x_t, sampler.time_input(t, b, self.device), context)
+                x0 = net(x_t, sampler.time_input(t, b, self.device), context)
             return x0.float()
 
         if self.mode == "diffusion-only":
@@ -360,23 +340,21 @@ class CorrDiff(Codec):
     def _encode_group(self, batch: torch.Tensor, rate_point: RatePoint) -> tuple[list[tuple[bytes, dict]], torch.Tensor | None]:
         from rdp_bench.codecs.entropy import pad_to_multiple
 
-        model, coder = self._model(rate_point)
+        level = rate_point.params["level"]
+        coder = self.compressor().coder(level)
         b, _, h, w = batch.shape
-        x = batch.to(self.device) * 2.0 - 1.0
-        x_pad, _ = pad_to_multiple(x, self._pad_multiple(model))
-        y = model.cdc.context_fn.analysis(x_pad)
-        z = model.cdc.context_fn.hyper_analysis(y)
-        z_strings, y_strings, _, bits = coder.encode(y, z)
-        # decode our own strings: the trajectory must start from exactly the decoder's ŷ
-        y_hat = coder.decode(z_strings, y_strings, tuple(z.shape[-2:]))
-        seeds = [_noise_seed(s) for s in y_strings]
+        enc = coder.encode(batch)
+        # the trajectory starts from exactly the ŷ the decoder will see: decode our own strings
+        y_hat = coder.decode_latents(enc.payloads, (h, w))
+        seeds = [_noise_seed(p) for p in enc.payloads]
         steps = self.steps if self.mode != "e2e" else 0
         gamma_bytes = [b""] * b
         gamma_count = 0
         images_out = None
         if self.mode == "corrected":
-            images_out, gammas = self._run(model, y_hat, seeds, (h, w), steps, self.layout, self.precision,
-                                           target=x_pad)
+            x_pad, _ = pad_to_multiple(batch.to("cpu", torch.float32), coder.parts.pad_multiple)
+            images_out, gammas = self._run(level, y_hat, seeds, (h, w), steps, self.layout, self.precision,
+                                           target=x_pad.to(self.device) * 2.0 - 1.0)
             quantizer = get_quantizer(self.precision)
             gamma_bytes = [quantizer.to_bytes(g) for g in gammas.cpu()]
             gamma_count = gammas[0].numel()
@@ -385,9 +363,9 @@ class CorrDiff(Codec):
         precision = self.precision if self.mode == "corrected" else "float16"
         results = []
         for i in range(b):
-            payload = _pack_payload(steps, layout, precision, gamma_bytes[i], z_strings[i], y_strings[i])
-            extras = {"bpp_estimated": float(bits[i]) / (h * w), "bpp_gamma": 8.0 * len(gamma_bytes[i]) / (h * w),
-                      "gamma_count": gamma_count}
+            payload = _pack_payload(steps, layout, precision, gamma_bytes[i], enc.payloads[i])
+            extras = {"bpp_estimated": float(enc.estimated_bits[i]) / (h * w),
+                      "bpp_gamma": 8.0 * len(gamma_bytes[i]) / (h * w), "gamma_count": gamma_count}
             results.append((payload, extras))
         return results, images_out
 
@@ -397,19 +375,13 @@ class CorrDiff(Codec):
         groups: dict[tuple, list[int]] = {}
         parsed = []
         for i, rec in enumerate(records):
-            steps, layout, precision, gamma_bytes, z_string, y_string = _unpack_payload(rec.payload)
-            parsed.append((steps, layout, precision, gamma_bytes, z_string, y_string))
+            parsed.append(_unpack_payload(rec.payload))
+            steps, layout, precision = parsed[-1][:3]
             groups.setdefault((rec.rate_id, rec.height, rec.width, steps, layout, precision), []).append(i)
         points = self.rate_points()
         for (rate_id, h, w, steps, layout, precision), idx in groups.items():
-            model, coder = self._model(points[rate_id])
-            m = self._pad_multiple(model)
-            hp, wp = -(-h // m) * m, -(-w // m) * m
-            z_shape = (hp // model.cdc.config.compressor.pad_multiple, wp // model.cdc.config.compressor.pad_multiple)
-            y_hat = coder.decode([parsed[i][4] for i in idx], [parsed[i][5] for i in idx], z_shape)
-            if tuple(y_hat.shape[-2:]) != (hp // model.cdc.config.compressor.latent_factor,
-                                           wp // model.cdc.config.compressor.latent_factor):
-                raise BitstreamError("latent shape does not match the image size in the header")
+            level = points[rate_id].params["level"]
+            y_hat = self.compressor().coder(level).decode_latents([parsed[i][4] for i in idx], (h, w))
             gammas = None
             if self.mode == "corrected":
                 if steps < 1:
@@ -423,8 +395,8 @@ class CorrDiff(Codec):
                     raise BitstreamError(f"{self.name} streams carry no gamma values")
                 if self.mode == "diffusion-only" and steps < 1:
                     raise BitstreamError("a diffusion decode needs at least one step")
-            seeds = [_noise_seed(parsed[i][5]) for i in idx]
-            images, _ = self._run(model, y_hat, seeds, (h, w), steps, layout, precision, gammas=gammas)
+            seeds = [_noise_seed(parsed[i][4]) for i in idx]
+            images, _ = self._run(level, y_hat, seeds, (h, w), steps, layout, precision, gammas=gammas)
             images = _to_unit(images)
             for j, i in enumerate(idx):
                 out[i] = images[j]
@@ -433,20 +405,20 @@ class CorrDiff(Codec):
 
 class CorrDiffDiffusionOnly(CorrDiff):
     name = "corrdiff-diffusion-only"
-    description = "CorrDiff ablation: same checkpoint and ŷ stream, γ = 0 (plain CDC-style DDIM decode)"
+    description = "CorrDiff ablation: same checkpoint and ŷ stream, γ = 0 (plain DDIM decode)"
     mode = "diffusion-only"
 
 
 class CorrDiffE2E(CorrDiff):
     name = "corrdiff-e2e"
-    description = "CorrDiff ablation: same checkpoint and ŷ stream, decoded by the privileged e2e decoder D(ŷ) only"
+    description = "CorrDiff ablation: same checkpoint and ŷ stream, decoded by the privileged decoder D(ŷ) only"
     wants_gpu = False
     mode = "e2e"
 
 
-def _noise_seed(y_string: bytes) -> int:
-    """The initial-noise seed of an image: CRC32 of its y string (known to both ends)."""
-    return zlib.crc32(y_string) & 0x7FFFFFFF
+def _noise_seed(latent_payload: bytes) -> int:
+    """The initial-noise seed of an image: CRC32 of its ŷ stream (known to both ends)."""
+    return zlib.crc32(latent_payload) & 0x7FFFFFFF
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:

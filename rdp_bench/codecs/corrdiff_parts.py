@@ -8,7 +8,7 @@ privileged end-to-end decoder x0e = D(ŷ)::
     x̃0 = x̂0 + γ_t · (x0e − x̂0)
 
 and writes the (quantized) γ_t it chose into the bitstream, so the decoder replays the same trajectory.
-Everything here is independent of the network that produces x̂0: the loop takes any denoiser callable
+Everything here is independent of the networks that produce x̂0 and x0e: the loop takes any denoiser callable
 and any sampler with the ``DDIMSampler`` interface of ``rdp_bench.codecs.diffusion`` (``timesteps``
 pairs and ``step(x_t, x0, t, t_prev)``).
 
@@ -26,7 +26,6 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from rdp_bench.container import BitstreamError
 
@@ -35,48 +34,6 @@ from rdp_bench.container import BitstreamError
 GAMMA_CLIP = 4.0
 GRANULARITIES = ("scalar", "channel", "tile")
 DEFAULT_TILE = 64
-
-
-# ----------------------------------------------------------------------------------------------
-# Privileged end-to-end decoder D(ŷ)
-# ----------------------------------------------------------------------------------------------
-class _ResBlock(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
-
-
-class E2EDecoder(nn.Module):
-    """A small convolutional decoder from the quantized latent ŷ straight to an image in [-1, 1].
-
-    ``len(hidden)`` sub-pixel (PixelShuffle x2) stages, so the upsampling factor is ``2 ** len(hidden)``
-    and must equal the compressor's downsampling factor. Trained for distortion (it is the "privileged"
-    MSE-oriented decoder of CorrDiff); its output is clamped to [-1, 1] by the caller.
-    """
-
-    def __init__(self, latent_channels: int, hidden: Sequence[int] = (64, 48, 32, 24), res_blocks: int = 1) -> None:
-        super().__init__()
-        self.config = {"latent_channels": int(latent_channels), "hidden": [int(h) for h in hidden],
-                       "res_blocks": int(res_blocks)}
-        self.stem = nn.Conv2d(latent_channels, hidden[0], 3, padding=1)
-        self.res = nn.Sequential(*[_ResBlock(hidden[0]) for _ in range(res_blocks)])
-        stages = []
-        widths = list(hidden) + [hidden[-1]]
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            stages.append(nn.Sequential(nn.Conv2d(cin, cout * 4, 3, padding=1), nn.PixelShuffle(2), nn.GELU()))
-        self.up = nn.Sequential(*stages)
-        self.head = nn.Conv2d(widths[-1], 3, 3, padding=1)
-
-    @property
-    def upsample_factor(self) -> int:
-        return 2 ** len(self.up)
-
-    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.head(self.up(self.res(self.stem(y_hat))))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     deadline = time.time() + minutes * 60 if minutes else math.inf
-    last_save, acc = time.time(), {}
+    last_save, acc, skipped = time.time(), {}, 0
     kid_probe: _KidProbe | None = None
     levels = list(range(cfg.model_config().levels))
     try:
@@ -215,7 +215,13 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             loss, parts = rate_distortion_loss(model, x, level)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                # one bad batch must not poison the weights (a warm-started run went NaN at step ~750)
+                skipped += 1
+                if skipped > 20:
+                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                continue
             opt.step()
             aux = model.aux_loss()
             opt_aux.zero_grad()

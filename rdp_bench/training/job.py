@@ -126,16 +126,19 @@ def plot_curves(folder: Path, title: str) -> Path | None:
         axes[0].set_yscale("log")
         axes[0].set_title("training loss")
         axes[0].legend(fontsize=7)
-    levels = sorted({r["level"] for r in val}, key=int)
+    # rows are one curve per rate level, or per named "series" (e.g. "q2 corrected")
+    key = "series" if val and "series" in val[0] else "level"
+    levels = sorted({r[key] for r in val}, key=int if key == "level" else str)
     for lv in levels:
-        rs = [r for r in val if r["level"] == lv]
+        rs = [r for r in val if r[key] == lv]
         steps = [float(r["step"]) for r in rs]
-        axes[1].plot(steps, [float(r["psnr"]) for r in rs], marker=".", label=f"level {lv}")
-        axes[2].plot(steps, [float(r["bpp"]) for r in rs], marker=".")
+        axes[1].plot(steps, [float(r["psnr"]) for r in rs], marker=".", label=f"level {lv}" if key == "level" else lv)
+        if "bpp" in rs[0]:
+            axes[2].plot(steps, [float(r["bpp"]) for r in rs], marker=".")
         kid = [(float(r["step"]), float(r["kid"])) for r in rs if r.get("kid") not in (None, "", "nan")]
         if kid:
             axes[3].plot(*zip(*kid), marker="o", label=f"level {lv}")
-    if val:  # the rate-distortion curve of the latest validation, and of the first one for scale
+    if val and "bpp" in val[0]:  # the rate-distortion curve of the latest validation, and of the first one
         for step, style in ((min(float(r["step"]) for r in val), ":"), (max(float(r["step"]) for r in val), "-")):
             rs = sorted((r for r in val if float(r["step"]) == step), key=lambda r: float(r["bpp"]))
             axes[4].plot([float(r["bpp"]) for r in rs], [float(r["psnr"]) for r in rs], style, marker="o",
