@@ -628,3 +628,28 @@ def test_visual_grid_is_at_equal_rate_per_image(jpeg_runs):
         assert cell.rate_label == nearest["rate_label"] and cell.bpp == pytest.approx(nearest["bpp"])
         assert cell.crop is not None and original is not None and cell.crop.shape == original.shape
         assert cell.crop.shape[0] == min(256, *rows[["height", "width"]].min())
+
+
+def test_figures_draw_error_bars_when_the_points_carry_intervals(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from rdp_bench.reports.plots import _plot_metric
+    from rdp_bench.reports.runs import aggregate, load_run
+
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        agg = aggregate([load_run(_synthetic_run(tmp_path / "synthetic"))])
+    fig, ax = plt.subplots()
+    _plot_metric(ax, agg, "psnr", "alpha", False)
+    assert not [c for c in ax.containers if isinstance(c, ErrorbarContainer)]  # no intervals, no bars
+    plt.close(fig)
+    agg.points["psnr_ci_low"], agg.points["psnr_ci_high"] = agg.points["psnr"] - 0.2, agg.points["psnr"] + 0.3
+    fig, ax = plt.subplots()
+    _plot_metric(ax, agg, "psnr", "alpha", False)
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == len(agg.codecs)
+    (segments,) = bars[0].lines[2]
+    spans = [seg[1][1] - seg[0][1] for seg in segments.get_segments()]
+    assert spans == pytest.approx([0.5] * len(spans))
+    plt.close(fig)
