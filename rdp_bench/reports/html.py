@@ -52,7 +52,7 @@ table.sortable th[data-dir=asc]:after{content:" \2191";color:#333}table.sortable
 #lightbox input[type=range]{width:20em;vertical-align:middle}
 @media print{body{max-width:none;margin:0;font-size:10pt}.noprint,details,#tip,#lightbox{display:none}h2,h3{break-after:avoid}
  .image,.cell,figure,table.bd,tr{break-inside:avoid}.scroll{max-height:none;overflow:visible}a{color:inherit;text-decoration:none}
- .plots img{max-width:100%;max-height:9in}}
+ .plots img{max-width:100%;max-height:9in}table.sortable th:after{content:none}}
 """
 
 # Bundled, no CDN: the page must work offline and from a CI artifact. Marks the body with image counts
