@@ -295,6 +295,16 @@ def test_a_score_net_refuses_another_compressor(micro_weights, tmp_path, photo):
         _codec("corrdiff", tmp_path / "micro-score.safetensors").encode([photo(40, 45)], 0)
 
 
+def test_missing_weights_at_decode_are_reported_as_such_not_as_a_bad_stream(micro_weights, tmp_path, photo):
+    from rdp_bench.codecs.base import CodecUnavailable
+
+    stream = _codec("corrdiff", micro_weights).encode([photo(40, 45)], 0)[0]
+    for f in micro_weights.parent.glob("micro-score.*"):  # the score net without its compressor
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(CodecUnavailable, match="compressor checkpoint micro-hyperprior"):
+        _codec("corrdiff", tmp_path / "micro-score.safetensors").decode([stream])
+
+
 def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
     from rdp_bench.codecs.entropy import unpack_strings
     from rdp_bench.container import Container, bits_per_pixel

@@ -250,6 +250,9 @@ class CorrDiff(Codec):
 
             m = self._score_manifest()
             path = _compressor_path(self.path, m)
+            if not (path.is_file() and path.with_suffix(".json").is_file()):
+                raise CodecUnavailable(f"{self.name}: compressor checkpoint {path.name} (+ .json) not found beside "
+                                       f"{self.path.name} or in rdp_bench/weights/hyperprior")
             hp = Hyperprior(device=str(self.device), checkpoint=path)
             if hp.checkpoint_id(RatePoint("q1")) != m["compressor"]["sha256"]:
                 raise CodecUnavailable(f"{self.name}: {path.name} is not the compressor this score network was "
