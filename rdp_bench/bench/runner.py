@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 from rdp_bench.atomic import atomic_path
 from rdp_bench.bench.executors import get_executor
 from rdp_bench.bench.provenance import base_provenance
-from rdp_bench.bench.store import ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, row_key
+from rdp_bench.bench.store import (
+    ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, partial_file, row_key,
+)
 from rdp_bench.bench.tasks import BatchTask, ItemResult, TaskItem
 from rdp_bench.codecs import Codec, get_codec
 from rdp_bench.codecs.base import select_device
@@ -65,6 +67,9 @@ class RunConfig:
     argv: list[str] | None = None
     #: pixel limit of input images and of decoded bitstreams (``--max-pixels``)
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: resamples for 95 % bootstrap intervals in ``summary/<codec>.json`` (0: none): per-image means over
+    #: images, FID/KID over patches from the stored features (``rdp_bench.metrics.fid_bootstrap``)
+    bootstrap: int = 0
 
 
 def _slug(text: str) -> str:
@@ -165,7 +170,7 @@ class Sweep:
         return f"bitstreams/{codec}/{ckpt}{_slug(rate)}/{stem}-{sha[:8]}.rdpb"
 
     def partial_path(self, metric: str, codec: str, checkpoint: str, rate: str, sha: str) -> Path:
-        return self.run_dir / "partials" / metric / codec / checkpoint[:12] / _slug(rate) / f"{sha[:24]}.npz"
+        return partial_file(self.run_dir, metric, codec, checkpoint, rate, sha)
 
     def shape_of(self, item) -> tuple[int, int]:
         return image_shape(item.path, self.cfg.max_pixels)
@@ -286,7 +291,56 @@ class Sweep:
                 "description": f"{codec.description} on {self.dataset.name} ({len(current)} images)",
                 "results": dict(results),
             }
+            if self.cfg.bootstrap > 0 and results:
+                summary["confidence_intervals"] = self.summary_intervals(name, codec, list(results["rate_label"]))
             atomic_write_text(self.run_dir / "summary" / f"{name}.json", json.dumps(summary, indent=2))
+
+    def summary_intervals(self, name: str, codec: Codec, labels: list[str]) -> dict[str, Any]:
+        """95 % bootstrap intervals of a codec's summary values, one ``low``/``high`` list per key aligned with
+        ``results.rate_label``: per-image means over images (the same draws for every codec with as many
+        images), FID/KID over patches from the partials (the network is not run again)."""
+        from rdp_bench.metrics.fid_bootstrap import partial_intervals, percentile_interval
+
+        n, seed = self.cfg.bootstrap, self.cfg.seed
+        files = set(self.hashes.items())
+        points = {p.label: p for p in self.rate_points[name]}
+        out: dict[str, dict[str, list[Any]]] = defaultdict(lambda: {"low": [], "high": []})
+        bias: list[Any] = []
+        for label in labels:
+            ckpt = codec.checkpoint_id(points[label])
+            rows = sorted((r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
+                           and r["rate_label"] == label and (r.get("image_id"), r["image_sha256"]) in files),
+                          key=lambda r: (r["image_sha256"], str(r.get("image_id"))))
+            draws = np.random.default_rng(seed).integers(0, len(rows), size=(n, len(rows)))
+            for key in ["bpp", *self.image_metrics]:
+                vals = np.array([float(r[key]) if isinstance(r.get(key), (int, float)) else math.nan for r in rows])
+                lo, hi = (math.nan, math.nan)
+                if len(vals) >= 2 and np.isfinite(vals).any():
+                    # finite values only, as the summary's mean is taken
+                    resampled = np.array([np.nanmean(vals[d]) if np.isfinite(vals[d]).any() else math.nan
+                                          for d in draws])
+                    lo, hi = percentile_interval(resampled)
+                entry = out[COMPRESSAI_NAMES.get(key, key)]
+                entry["low"].append(lo if math.isfinite(lo) else None)
+                entry["high"].append(hi if math.isfinite(hi) else None)
+            for metric_name in self.dataset_metrics:
+                paths = [self.partial_path(metric_name, name, ckpt, label, r["image_sha256"]) for r in rows]
+                ci = {"low": math.nan, "high": math.nan}
+                if self.metric_status[metric_name] and metric_name in ("fid", "kid") and paths \
+                        and all(p.exists() for p in paths):
+                    ci = partial_intervals(metric_name, paths, n, seed)
+                out[metric_name]["low"].append(ci["low"] if math.isfinite(ci["low"]) else None)
+                out[metric_name]["high"].append(ci["high"] if math.isfinite(ci["high"]) else None)
+                if metric_name == "fid":
+                    bias.append(ci["bias"] if math.isfinite(ci.get("bias", math.nan)) else None)
+        block: dict[str, Any] = {
+            "level": 0.95, "resamples": n, "seed": seed, "method": "percentile bootstrap",
+            "over": {"per-image metrics": "images", "fid": "patches (re-centred on the estimate)", "kid": "patches"},
+            "results": dict(out),
+        }
+        if bias:
+            block["fid_bootstrap_bias"] = bias
+        return block
 
     def write_provenance(self) -> None:
         path = self.run_dir / "provenance.json"

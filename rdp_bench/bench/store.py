@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -136,6 +137,12 @@ class ResultsStore:
             table = table.sort_values(["codec", "rate_id", "image_id"], kind="stable")
         atomic_write_text(self.run_dir / "results.csv", table.to_csv(index=False))
         atomic_write_text(self.run_dir / "dataset_metrics.csv", self.dataset_table().to_csv(index=False))
+
+
+def partial_file(run_dir: str | Path, metric: str, codec: str, checkpoint: str, rate_label: str, sha: str) -> Path:
+    """Where a run keeps one image's dataset-metric partial (FID/KID: its patches' Inception features)."""
+    rate = re.sub(r"[^A-Za-z0-9._=-]+", "_", rate_label)
+    return Path(run_dir) / "partials" / metric / codec / checkpoint[:12] / rate / f"{sha[:24]}.npz"
 
 
 def iter_partials(paths: Iterable[Path]) -> Iterable[dict[str, np.ndarray]]:

@@ -23,6 +23,7 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
+from rdp_bench.metrics.fid_bootstrap import FID_MIN_PATCHES
 from rdp_bench.reports.runs import Aggregate, metric_spec
 
 METHODS = ("akima", "pchip", "cubic")
@@ -137,6 +138,8 @@ class BDTable:
     warnings: list[str] = field(default_factory=list)
     context: str = ""  # dataset, image and patch counts
     hidden: dict[str, str] = field(default_factory=dict)  # metric left out -> what would make it available
+    #: metric -> why its values are small-sample biased (FID on < 2,048 patches); its header gets ⚠
+    biased: dict[str, str] = field(default_factory=dict)
 
     def title(self) -> str:
         if self.kind == "rate":
@@ -149,10 +152,11 @@ class BDTable:
     def header(self, metric: str) -> str:
         spec = metric_spec(metric)
         unit = f" [{spec.unit}]" if spec.unit else ""
+        mark = " ⚠" if metric in self.biased else ""
         if self.kind == "rate":
-            return f"{spec.label}{unit}"
+            return f"{spec.label}{unit}{mark}"
         arrow = "↑" if spec.higher_is_better else "↓"
-        return f"BD-{spec.label}{unit} {arrow}"
+        return f"BD-{spec.label}{unit} {arrow}{mark}"
 
     def value_text(self, codec: str, metric: str) -> str:
         """The number (or "n/a (why)") without emphasis; weak values in parentheses."""
@@ -249,6 +253,24 @@ def patch_counts(agg: Aggregate) -> dict[str, list[float]]:
     return out
 
 
+def small_sample(agg: Aggregate) -> dict[str, str]:
+    """``{"fid": why}`` when any FID shown rests on fewer than ``FID_MIN_PATCHES`` patches, else ``{}``."""
+    counts = patch_counts(agg).get("fid")
+    if not counts or min(counts) >= FID_MIN_PATCHES:
+        return {}
+    lo, hi = int(min(counts)), int(max(counts))
+    n = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    return {"fid": f"FID from {n} patches (fewer than {FID_MIN_PATCHES:,}) is biased upwards (small sample: "
+                   "its 2048-d covariance is estimated from too few patches); compare codecs by KID, which is "
+                   "unbiased, and never with published FID"}
+
+
+def small_sample_note(agg: Aggregate) -> str:
+    """The report-wide warning line (empty when FID rests on enough patches)."""
+    why = small_sample(agg).get("fid")
+    return f"⚠ {why}." if why else ""
+
+
 def _missing_requirement(agg: Aggregate, metric: str) -> str:
     """Why no codec has this metric, as what to do: the metric's own requirement, else the cleaned reason."""
     spec = metric_spec(metric)
@@ -295,7 +317,8 @@ def bd_table(agg: Aggregate, anchor: str, kind: str = "rate", method: str = "aki
                   if cells[(c, metric)].ok and not cells[(c, metric)].low_overlap and sign * cells[(c, metric)].value > 0]
         best[metric] = max(scored, key=lambda t: t[1])[0] if scored else None
     return BDTable(kind, anchor, method, metrics, codecs, cells, best, notes + list(agg.warnings),
-                   context=context_line(agg), hidden=hidden)
+                   context=context_line(agg), hidden=hidden,
+                   biased={m: why for m, why in small_sample(agg).items() if m in metrics})
 
 
 def _legend(table: BDTable) -> list[str]:
@@ -318,6 +341,8 @@ def _legend(table: BDTable) -> list[str]:
     if "no overlap" in shorts:
         axis = "quality" if table.kind == "rate" else "rate"
         lines.append(f"n/a (no overlap): the two curves share no {axis} range.")
+    for m, why in table.biased.items():
+        lines.append(f"⚠ {metric_spec(m).label}: {why}.")
     if "too few points" in shorts:
         need = 4 if table.method == "cubic" else 2
         lines.append(f"n/a (too few points): {table.method} needs {need} rate points that rise in quality.")

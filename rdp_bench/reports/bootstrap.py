@@ -3,9 +3,13 @@
 One resample draws images with replacement; the *same* draw is used for every codec and rate point
 (the codecs were measured on the same images, so their errors are paired), the per-rate-point means are
 recomputed and, from those curves, every BD-rate / BD-quality cell. The interval is the percentile
-interval of the resampled values. Per-image metrics only: FID/KID are one number per rate point here
-(their patches would need resampling from the stored features) and published curves have no images, so
-both keep no interval.
+interval of the resampled values.
+
+FID/KID are one number per rate point over all patches: their intervals resample *patches* from the
+Inception features the run stored in ``partials/`` (``rdp_bench.metrics.fid_bootstrap``; the network is
+not run again), the same patch draws for every codec. They get per-rate-point intervals only (no BD
+cell intervals), and none when a run folder lacks its ``partials/`` (a copied baseline). Published
+curves have no images and keep no interval.
 """
 
 from __future__ import annotations
@@ -14,8 +18,13 @@ import math
 
 import numpy as np
 
+from rdp_bench.bench.store import partial_file
+from rdp_bench.metrics.fid_bootstrap import load_features, patch_interval
 from rdp_bench.reports.bdrate import BDTable, bd
 from rdp_bench.reports.runs import Aggregate, is_dataset_metric, metric_spec
+
+#: dataset metrics whose intervals come from resampling stored patch features
+PATCH_METRICS = ("fid", "kid")
 
 
 def _matrices(agg: Aggregate, metrics: list[str]) -> tuple[list[str], dict[tuple[str, str], dict[str, np.ndarray]]]:
@@ -39,10 +48,11 @@ def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: 
     BD cell of ``tables`` whose curves rest on per-image rows. Returns the number of resamples used."""
     if n <= 0:
         return 0
+    patch_done = patch_metric_intervals(agg, n, seed, level)
     metrics = [m for m in agg.metrics if not is_dataset_metric(m)]
     images, data = _matrices(agg, metrics)
     if len(images) < 2 or not data:
-        return 0
+        return n if patch_done else 0
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(images), size=(n, len(images)))
     # resampled means: key -> column -> (n,) array
@@ -94,3 +104,47 @@ def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: 
                 if math.isfinite(lo):
                     cell.ci = (lo, hi)
     return n
+
+
+def patch_metric_intervals(agg: Aggregate, n: int, seed: int = 0, level: float = 0.95) -> bool:
+    """``fid_ci_low``/``_ci_high`` (+ ``fid_bootstrap_bias``) and ``kid_ci_*`` on ``agg.points`` from the runs'
+    stored patch features; a note in ``agg.warnings`` names the points whose features are missing.
+    Returns whether any interval was computed."""
+    wanted = [m for m in PATCH_METRICS if m in agg.metrics and m in agg.points.columns]
+    missing: list[str] = []
+    done = False
+    for m in wanted:
+        for col in (f"{m}_ci_low", f"{m}_ci_high"):
+            if col not in agg.points.columns:
+                agg.points[col] = math.nan
+    for i, point in agg.points.iterrows():
+        codec, label = str(point["codec"]), str(point["rate_label"])
+        source = agg.sources.get(codec)
+        if source is None:  # a published curve: no images, no features
+            continue
+        run, inner = source
+        rows = agg.rows[(agg.rows["codec"] == codec) & (agg.rows["rate_label"] == label)]
+        rows = rows.sort_values(["image_sha256", "image_id"], kind="stable")  # one patch order for every codec
+        for m in wanted:
+            if not np.isfinite(float(point[m])):
+                continue
+            paths = [partial_file(run.path, m, inner, str(ckpt), label, str(sha))
+                     for ckpt, sha in zip(rows["checkpoint"], rows["image_sha256"])]
+            if not paths or not all(p.is_file() for p in paths):
+                missing.append(f"{codec} {label}")
+                continue
+            rec, ref = load_features(paths)
+            counted = float(point[f"{m}_patches"]) if f"{m}_patches" in agg.points.columns else math.nan
+            if math.isfinite(counted) and int(counted) != len(rec):
+                missing.append(f"{codec} {label}")  # features of another image set than the value
+                continue
+            out = patch_interval(m, rec, ref, n, seed, level)
+            agg.points.loc[i, [f"{m}_ci_low", f"{m}_ci_high"]] = (out["low"], out["high"])
+            if "bias" in out:
+                agg.points.loc[i, f"{m}_bootstrap_bias"] = out["bias"]
+            done = done or math.isfinite(out["low"])
+    if missing:
+        shown = ", ".join(dict.fromkeys(missing))
+        agg.warnings.append(f"no FID/KID interval for {shown}: the run folder lacks the matching stored patch "
+                            "features (partials/)")
+    return done

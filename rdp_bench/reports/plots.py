@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 
 from rdp_bench.atomic import atomic_path  # noqa: E402
 from rdp_bench.reports.runs import Aggregate, metric_spec  # noqa: E402
+from rdp_bench.metrics.fid_bootstrap import FID_MIN_PATCHES  # noqa: E402
+from rdp_bench.reports.bdrate import small_sample  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,13 @@ def figure_context(agg: Aggregate, metric: str | None = None) -> str:
         if len(vals):
             lo, hi = int(min(vals)), int(max(vals))
             text += f", {lo if lo == hi else f'{lo}–{hi}'} patches"
+            if metric == "fid" and lo < FID_MIN_PATCHES:
+                text += f" ⚠ biased (< {FID_MIN_PATCHES:,})"
     return text
 
+
+#: the legend entry of an FID figure whose FID rests on fewer than FID_MIN_PATCHES patches
+SMALL_SAMPLE_LEGEND = f"⚠ < {FID_MIN_PATCHES:,} patches: FID biased upwards, prefer KID"
 
 #: the legend entry that explains hollow markers
 DROPPED_NOTE = "hollow: left out of BD (no better than a lower-rate point)"
@@ -136,14 +143,17 @@ def _error_bars(ax, agg: Aggregate, codec: str, metric: str, bpp: np.ndarray, co
                     fmt="none", ecolor=color, elinewidth=0.8, capsize=2)
 
 
-def _legend(ax, font: float, hollow: bool, beside: bool) -> None:
-    """The codecs (and what hollow markers mean); beside the axes on screen, inside on a paper column."""
+def _legend(ax, font: float, hollow: bool, beside: bool, note: str = "") -> None:
+    """The codecs (and what hollow markers mean, and ``note``); beside the axes on screen, inside on a paper column."""
     from matplotlib.lines import Line2D
 
     handles, labels = ax.get_legend_handles_labels()
     if hollow:
         handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="white", markeredgecolor="#555"))
         labels.append(DROPPED_NOTE)
+    if note:
+        handles.append(Line2D([], [], linestyle="none"))
+        labels.append(note)
     where = {"loc": "upper left", "bbox_to_anchor": (1.0, 1.0)} if beside else {}
     ax.legend(handles, labels, fontsize=font, frameon=False, **where)
 
@@ -175,7 +185,8 @@ def plot_metrics(agg: Aggregate, out: Path, anchor: str | None = None, log_x: bo
                 hollow = _plot_metric(ax, agg, metric, anchor, log_x)
                 ax.set_title(f"{metric_spec(metric).label} vs rate: {figure_context(agg, metric)}", fontsize=size.font * 0.9)
                 # on screen beside the axes: many codecs would hide their own curves
-                _legend(ax, size.font * 0.8, hollow, beside=size_name != "paper")
+                _legend(ax, size.font * 0.8, hollow, beside=size_name != "paper",
+                        note=SMALL_SAMPLE_LEGEND if metric in small_sample(agg) else "")
                 stem = f"rd_{metric}_{size_name}"
                 written[stem] = _save(fig, out, stem)
             if metrics:
@@ -232,8 +243,12 @@ def matched_rates(agg: Aggregate, count: int = 3) -> list[float]:
 
 def perception_metric(agg: Aggregate) -> tuple[str | None, str]:
     """FID if any codec has it; otherwise the first available of KID/LPIPS/DISTS, with the reason."""
+    has = {m for m in ("fid", "kid", "lpips", "dists")
+           if m in agg.metrics and any(len(agg.curve(c, m)[0]) for c in agg.codecs)}
+    if "fid" in has and "kid" in has and small_sample(agg):  # KID is the headline when FID is small-sample biased
+        return "kid", f"FID is biased on these few patches (< {FID_MIN_PATCHES:,}); showing KID"
     for m in ("fid", "kid", "lpips", "dists"):
-        if m in agg.metrics and any(len(agg.curve(c, m)[0]) for c in agg.codecs):
+        if m in has:
             if m == "fid":
                 return m, ""
             fid_reason = agg.reason(agg.codecs[0], "fid") if agg.codecs else "not measured"

@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from rdp_bench.atomic import atomic_write_text
-from rdp_bench.reports.bdrate import BDTable, bd_table, context_line, to_frame, to_latex, to_markdown
+from rdp_bench.reports.bdrate import (
+    BDTable, bd_table, context_line, small_sample_note, to_frame, to_latex, to_markdown,
+)
 from rdp_bench.reports.bootstrap import bootstrap_report
 from rdp_bench.reports.html import build_grid, write_html
 from rdp_bench.reports.plots import plot_metrics
@@ -61,9 +63,12 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, meth
         add_published(agg, published)
     anchor, anchor_note = pick_anchor(agg.codecs, anchor)
     tables = [bd_table(agg, anchor, kind, method) for kind in ("rate", "quality")]
+    if small_sample_note(agg):
+        agg.warnings.append(small_sample_note(agg))
     if bootstrap_report(agg, tables, bootstrap):
         agg.warnings.append(f"[lo, hi]: 95% bootstrap intervals over the {agg.rows['image_sha256'].nunique()} "
-                            f"images ({bootstrap} resamples, the same for every codec); FID/KID and published "
+                            f"images ({bootstrap} resamples, the same for every codec); FID/KID over their patches "
+                            "(stored features, per rate point; FID's re-centred on the estimate); published "
                             "curves have none")
     files: list[Path] = []
 

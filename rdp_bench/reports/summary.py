@@ -30,6 +30,19 @@ def _display(metric: str, value: float) -> float:
         return value
 
 
+def _small_sample_mark(metric: str, dataset_rows: pd.DataFrame | None) -> str:
+    """" ⚠ 60 patches" for an FID resting on fewer than FID_MIN_PATCHES patches (biased; KID is not)."""
+    from rdp_bench.metrics.fid_bootstrap import FID_MIN_PATCHES
+
+    if metric != "fid" or dataset_rows is None or "fid_patches" not in dataset_rows.columns:
+        return ""
+    counts = pd.to_numeric(dataset_rows.loc[dataset_rows["metric"].astype(str) == "fid", "fid_patches"],
+                           errors="coerce").dropna()
+    if counts.empty or counts.min() >= FID_MIN_PATCHES:
+        return ""
+    return f" ⚠ {int(counts.min())} patches: biased, see KID"
+
+
 def run_summary(rows: pd.DataFrame, dataset_rows: pd.DataFrame | None, metrics: list[str]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of per-(codec, rate point) means, each codec's rate points in bpp order."""
     shown = [m for m in metrics if m in rows.columns]
@@ -45,7 +58,7 @@ def run_summary(rows: pd.DataFrame, dataset_rows: pd.DataFrame | None, metrics: 
     means["_codec"] = pd.Categorical(means["codec"].astype(str), categories=order, ordered=True)
     means = means.sort_values(["_codec", "bpp"], kind="stable")
     columns = [*shown, *dataset_metrics]
-    headers = ["codec", "rate point", "bpp", *[_header(m) for m in columns]]
+    headers = ["codec", "rate point", "bpp", *[_header(m) + _small_sample_mark(m, dataset_rows) for m in columns]]
     out = []
     for _, r in means.iterrows():
         vals = []
