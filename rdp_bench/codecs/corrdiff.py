@@ -59,6 +59,7 @@ differ in the last bits; γ then still applies, the output just is not bit-ident
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import struct
@@ -182,6 +183,7 @@ class CorrDiff(Codec):
             raise ValueError(f"amp must be bf16 or fp16, got {amp!r}")
         self.max_batch_pixels = int(max_batch_pixels)
         self._compressor = None
+        self._device_model = None
 
     # --- registry interface ---------------------------------------------------------------
     @classmethod
@@ -260,6 +262,16 @@ class CorrDiff(Codec):
             self._compressor = hp
         return self._compressor
 
+    def _decoder_model(self):
+        """The hyperprior on this codec's device. A copy off the CPU: the coder's entropy path must stay
+        on the CPU module (moving that one would move the coder with it)."""
+        model = self.compressor().model()
+        if self.device.type == "cpu":
+            return model
+        if self._device_model is None:
+            self._device_model = copy.deepcopy(model).to(self.device)
+        return self._device_model
+
     def score_net(self):
         m = self._score_manifest()
         return _load_score_net(str(self.path), m["sha256"], json.dumps(m["config"], sort_keys=True)).to(self.device)
@@ -296,7 +308,7 @@ class CorrDiff(Codec):
                    gammas: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         from rdp_bench.codecs.corrdiff_net import privileged_decoder
 
-        model = self.compressor().model().to(self.device)
+        model = self._decoder_model()
         y_dec = y_hat.to(self.device) * model.inv_gain.abs()[level][None, :, None, None]
         decoded = privileged_decoder(model.g_s, y_dec)
         x0_e = decoded.x0_e.float().clamp(-1.0, 1.0)

@@ -109,7 +109,8 @@ class Hyperprior(Codec):
         for (rate_id, h, w), idx in groups.items():
             coder = self.coder(points[rate_id].params["level"])
             y_hat = coder.decode_latents([records[i].payload for i in idx], (h, w))
-            for i, img in zip(idx, coder.synthesize(y_hat, (h, w), self.device)):
+            # synthesis on the CPU copy: the model is never moved, so a GPU run decodes the same pixels
+            for i, img in zip(idx, coder.synthesize(y_hat, (h, w))):
                 out[i] = img
         return out  # type: ignore[return-value]
 
