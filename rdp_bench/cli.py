@@ -63,6 +63,8 @@ def run(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Diffusion decoding steps (cdc*, corrdiff*); default: each codec's own."),
     codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE given to the codecs (repeatable; values parsed as JSON when they can be), e.g. gamma=0.8."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Largest image (input or decoded bitstream) in pixels; bigger ones are refused."),
+    target_bpp: Optional[str] = typer.Option(None, "--target-bpp", help="Rate matching, e.g. 0.1,0.2,0.4: per image, the setting of each tunable codec (jpeg, webp, avif, jxl, jpeg2000, bpg) whose bitstream is nearest each bpp (rate points bpp0.1, ...), instead of the sweep."),
+    bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 95% bootstrap intervals in summary/*.json: means over images, FID/KID over patches from the stored features (e.g. 200; 0: none)."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
     import shutil
@@ -73,6 +75,10 @@ def run(
     from rdp_bench.datasets.download import DownloadError
 
     _check_run_args(out, device)
+    try:
+        targets = [float(v) for v in _split(target_bpp)] or None
+    except ValueError:
+        _fail(f"--target-bpp takes comma-separated bpp values, e.g. 0.1,0.2,0.4; got {target_bpp!r}")
     created = not out.exists()  # a folder this command creates is removed again when the run fails
 
     cfg = RunConfig(
@@ -84,7 +90,7 @@ def run(
         metric_options={**({"weights_dir": str(weights_dir)} if weights_dir else {}),
                         **({"allow_download": False} if no_download else {})},
         executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels, target_bpp=targets, bootstrap=bootstrap,
     )
     try:
         sweep = Sweep(cfg)

@@ -28,8 +28,8 @@ from rdp_bench.bench.store import (
     ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, partial_file, row_key,
 )
 from rdp_bench.bench.tasks import BatchTask, ItemResult, TaskItem
-from rdp_bench.codecs import Codec, get_codec
-from rdp_bench.codecs.base import select_device
+from rdp_bench.codecs import Codec, codec_class, get_codec
+from rdp_bench.codecs.base import fixed_rate_refusal, select_device
 from rdp_bench.datasets import Dataset, load_dataset
 from rdp_bench.container import DEFAULT_MAX_PIXELS
 from rdp_bench.imageio import ImageReadError, image_shape, save_image, uint8_to_tensor
@@ -70,14 +70,23 @@ class RunConfig:
     #: resamples for 95 % bootstrap intervals in ``summary/<codec>.json`` (0: none): per-image means over
     #: images, FID/KID over patches from the stored features (``rdp_bench.metrics.fid_bootstrap``)
     bootstrap: int = 0
+    #: ``--target-bpp``: instead of the rate sweep, per image the codec setting whose real bitstream
+    #: comes nearest each of these bpps (codecs with a tunable rate only; ``rdp_bench.bench.ratematch``)
+    target_bpp: list[float] | None = None
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)
 
 
-def select_rate_points(codec: Codec, wanted: list[str] | None) -> list:
-    """``--rate`` entries are labels, indices, or ``codec:label``; entries for other codecs are ignored."""
+def select_rate_points(codec: Codec, wanted: list[str] | None, targets: list[float] | None = None) -> list:
+    """``--rate`` entries are labels, indices, or ``codec:label``; entries for other codecs are ignored.
+
+    ``targets`` (``--target-bpp``) replace the sweep by rate-matched points ``bpp<target>`` (plus the ``--rate``
+    points when both are given); a codec without a tunable rate raises ``ValueError`` with one line."""
+    if targets:
+        matched = [codec.target_point(float(t)) for t in dict.fromkeys(targets)]
+        return [*(select_rate_points(codec, wanted) if wanted else []), *matched]
     points = codec.rate_points()
     if not wanted:
         return points
@@ -108,12 +117,17 @@ class Sweep:
         if cfg.amp:
             cfg.codec_options = {**cfg.codec_options, "amp": cfg.amp}
         self._refuse_mixed_amp()
+        if cfg.target_bpp:  # before any weights or dataset are loaded
+            for name in cfg.codecs:
+                if codec_class(name).rate_control is None:
+                    raise ValueError(fixed_rate_refusal(name))
         self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
         self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
         for codec in self.codecs.values():
             codec.max_pixels = cfg.max_pixels
         # fixed once: a codec that discovers new checkpoints mid-run must not change what is finalized
-        self.rate_points = {name: select_rate_points(codec, cfg.rates) for name, codec in self.codecs.items()}
+        self.rate_points = {name: select_rate_points(codec, cfg.rates, cfg.target_bpp)
+                            for name, codec in self.codecs.items()}
         self.metric_status = {m: metric_availability(m, **cfg.metric_options) for m in cfg.metrics}
         self.unavailable = tuple(sorted((m, s.reason) for m, s in self.metric_status.items() if not s))
         self.dataset_metrics = [m for m in cfg.metrics if issubclass(metric_class(m), DatasetMetric)]

@@ -19,6 +19,7 @@ import torch
 
 from rdp_bench.atomic import atomic_write_bytes
 from rdp_bench.codecs import Codec, get_codec
+from rdp_bench.codecs.base import target_of
 from rdp_bench.container import DEFAULT_MAX_PIXELS, BitstreamError, Container, bits_per_pixel
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
 from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
@@ -122,7 +123,10 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
     # encode the items that need it, in one codec batch; a stored bitstream whose header names another
     # rate-point index was written when the codec's list of rate points differed: decoding it now would
     # go through another model, so it is encoded again
-    reuse = [item.reuse_bitstream and _stored_rate_id(bitstream_root / item.bitstream_rel, task.codec) in (rate_id, None)
+    # (a rate-matched stream carries the index of the sweep point nearest its setting, never -1: it is kept)
+    matched = target_of(point) is not None
+    reuse = [item.reuse_bitstream and (matched or _stored_rate_id(bitstream_root / item.bitstream_rel, task.codec)
+                                       in (rate_id, None))
              for item in task.items]
     fresh = [i for i, reused in enumerate(reuse) if not reused]
     extras: dict[int, dict[str, Any]] = {}
@@ -170,6 +174,8 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
         if not reuse[i]:
             row["encoding_time"] = enc_time
             row.update(extras.get(i, {}))
+        elif matched:
+            del row["rate_params"]  # the setting the search found stays in the stored row
         partials: dict[str, dict[str, np.ndarray]] = {}
         for name in task.metrics:
             if name in unavailable:

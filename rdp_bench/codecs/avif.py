@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rdp_bench.codecs.base import Availability, RatePoint
+from rdp_bench.codecs.base import Availability, RateControl, RatePoint
 from rdp_bench.codecs.pillow_codec import PillowCodec
 
 AVIF_ENCODER = "aom"
@@ -22,6 +22,7 @@ class AVIF(PillowCodec):
     subsampling: ClassVar[str] = "4:4:4"
     #: ~0.08 to ~1.4 bpp on the sample photos (measured)
     qualities: ClassVar[tuple[int, ...]] = (5, 20, 40, 60, 75, 88)
+    rate_control: ClassVar[RateControl] = RateControl("quality", 0, 100)
 
     @classmethod
     def availability(cls) -> Availability:

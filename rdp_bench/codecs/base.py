@@ -24,6 +24,52 @@ class RatePoint:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+#: label prefix of a rate-matched point (``--target-bpp 0.1`` -> ``bpp0.1``)
+TARGET_PREFIX = "bpp"
+
+
+@dataclass(frozen=True)
+class RateControl:
+    """A codec's tunable rate knob (the parameter its sweep varies), for ``--target-bpp``.
+
+    ``low``/``high`` bound the parameter; ``more_bits_when_higher`` says which way the rate goes;
+    ``log_scale`` bisects a continuous knob in log space (a knob spanning decades, like a ratio)."""
+
+    param: str
+    low: float
+    high: float
+    integer: bool = True
+    more_bits_when_higher: bool = True
+    log_scale: bool = False
+    prefix: str = "q"
+
+    def value(self, v: float) -> int | float:
+        """``v`` clamped to the knob's range, as the knob takes it (integers; 4 significant digits)."""
+        v = min(max(v, self.low), self.high)
+        return int(round(v)) if self.integer else float(f"{v:.4g}")
+
+    def point(self, v: float) -> RatePoint:
+        v = self.value(v)
+        return RatePoint(f"{self.prefix}{v:g}", {self.param: v})
+
+
+def fixed_rate_refusal(codec: str) -> str:
+    """The one line ``--target-bpp`` answers for a codec without a tunable rate."""
+    return (f"--target-bpp: {codec} has fixed rate points (one model per point) and no quality knob to search; "
+            "run it without --target-bpp, or use a codec with a tunable rate (jpeg, webp, avif, avif420, jxl, "
+            "jpeg2000, bpg, bpg444)")
+
+
+def target_label(bpp: float) -> str:
+    return f"{TARGET_PREFIX}{bpp:g}"
+
+
+def target_of(point: RatePoint) -> float | None:
+    """The target bpp of a rate-matched point, None for an ordinary rate point."""
+    value = point.params.get("target_bpp")
+    return float(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class Availability:
     ok: bool
@@ -83,6 +129,8 @@ class Codec(ABC):
     wants_gpu: ClassVar[bool] = False
     #: ``--max-pixels``: a container whose header declares more pixels is refused before any decoding
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: the knob ``--target-bpp`` searches; None for codecs with fixed rate points (learned models)
+    rate_control: ClassVar[RateControl | None] = None
 
     def __init__(self, device: str | None = None, **options: Any) -> None:
         self.device = select_device(device)
@@ -126,17 +174,38 @@ class Codec(ABC):
         for point in points:
             if point.label == key:
                 return point
+        if self.rate_control is not None and key.startswith(TARGET_PREFIX):
+            try:
+                return self.target_point(float(key[len(TARGET_PREFIX):]))
+            except ValueError:
+                pass
         raise KeyError(f"{self.name}: unknown rate point {key!r}; known: {[p.label for p in points]}")
 
+    def target_point(self, bpp: float) -> RatePoint:
+        """The rate-matched point ``bpp<target>``: per image, the knob value whose bitstream is nearest ``bpp``."""
+        if self.rate_control is None:
+            raise ValueError(fixed_rate_refusal(self.name))
+        if not (bpp > 0 and bpp == bpp and bpp != float("inf")):
+            raise ValueError(f"--target-bpp: targets must be positive numbers of bits per pixel, got {bpp!r}")
+        return RatePoint(target_label(bpp), {"target_bpp": float(bpp)})
+
     def rate_id(self, rate_point: RatePoint) -> int:
+        """Index of the rate point in ``rate_points()``; -1 for a rate-matched point (its streams carry the
+        index of the sweep point nearest the setting found, see ``rdp_bench.bench.ratematch``)."""
+        if target_of(rate_point) is not None:
+            return -1
         return [p.label for p in self.rate_points()].index(rate_point.label)
 
     def encode_detailed(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[Encoded]:
         point = self.rate_point(rate)
-        rid = self.rate_id(point)
         for img in images:
             if img.ndim != 3 or img.shape[0] != 3:
                 raise ValueError(f"{self.name}: expected 3xHxW RGB tensors, got shape {tuple(img.shape)}")
+        if target_of(point) is not None:
+            from rdp_bench.bench.ratematch import encode_at_target
+
+            return [encode_at_target(self, img, target_of(point)) for img in images]
+        rid = self.rate_id(point)
         outputs = self.encode_payloads(images, point)
         if len(outputs) != len(images):
             raise RuntimeError(f"{self.name}: encoded {len(outputs)} payloads for {len(images)} images")
@@ -159,8 +228,8 @@ class Codec(ABC):
             check_bounds(self.name, rec, self.max_pixels)
         try:
             images = self.decode_payloads(records)
-        except BitstreamError:
-            raise
+        except (BitstreamError, CodecUnavailable, MemoryError, FileNotFoundError, torch.cuda.OutOfMemoryError):
+            raise  # bad bytes, or the machine (missing weights, memory, files): keep the real cause
         except Exception as exc:  # a payload that passed the CRC but the codec cannot parse
             raise BitstreamError(f"{self.name}: payload could not be decoded: {exc}") from exc
         for rec, img in zip(records, images):

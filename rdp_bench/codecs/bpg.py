@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, RateControl, RatePoint
 from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
 
@@ -570,6 +570,8 @@ class BPG(Codec):
     name: ClassVar[str] = "bpg"
     description: ClassVar[str] = "BPG 0.9.8 (x265 veryslow, tune ssim, CQP), 4:2:0, bpgenc/bpgdec filters"
     chroma: ClassVar[str] = "420"
+    #: bpgenc's -q (0..51, lower = more bits); --target-bpp bisects it
+    rate_control: ClassVar[RateControl] = RateControl("q", 0, 51, more_bits_when_higher=False)
 
     def __init__(self, device: str | None = None, backend: str = "auto", **options: Any) -> None:
         super().__init__(device="cpu", **options)

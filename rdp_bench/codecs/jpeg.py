@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from PIL import features
 
-from rdp_bench.codecs.base import RatePoint
+from rdp_bench.codecs.base import RateControl, RatePoint
 from rdp_bench.codecs.pillow_codec import PillowCodec
 
 
@@ -16,6 +16,7 @@ class JPEG(PillowCodec):
     description = "JPEG via Pillow/libjpeg-turbo, 4:2:0, optimize=True"
     #: ~0.11 to ~1.6 bpp on the sample photos (measured)
     qualities = (5, 10, 20, 35, 55, 75, 90)
+    rate_control: ClassVar[RateControl] = RateControl("quality", 1, 100)
 
     def provenance(self) -> dict[str, Any]:
         return {"libjpeg": features.version("jpg"), "libjpeg_turbo": features.check_feature("libjpeg_turbo")}

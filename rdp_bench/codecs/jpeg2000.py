@@ -8,13 +8,13 @@ as a compression ratio against 24-bit RGB (``quality_mode="rates"``), so bpp ~ 2
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from rdp_bench.codecs.base import Codec, RatePoint
+from rdp_bench.codecs.base import Codec, RateControl, RatePoint
 from rdp_bench.codecs.pillow_codec import check_declared
 from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
@@ -33,6 +33,9 @@ class JPEG2000(Codec):
     description = "JPEG 2000 via Pillow/OpenJPEG, irreversible 9/7, mct=1, rate = 24/ratio bpp"
     #: compression ratios vs 24 bpp: 0.05, 0.12, 0.24, 0.48, 0.8, 1.5 bpp
     ratios = (480, 200, 100, 50, 30, 16)
+    #: --target-bpp bisects the ratio in log space (24/ratio bpp before headers)
+    rate_control: ClassVar[RateControl] = RateControl("ratio", 4.0, 2000.0, integer=False, more_bits_when_higher=False,
+                                                      log_scale=True, prefix="r")
 
     def rate_points(self) -> list[RatePoint]:
         return [RatePoint(f"r{r}", {"ratio": r}) for r in self.ratios]

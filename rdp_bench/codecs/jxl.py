@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, RateControl, RatePoint
 from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
 
@@ -112,6 +112,9 @@ class JXL(Codec):
     description = "JPEG XL via imagecodecs/libjxl, distance sweep, effort 7"
     #: ~0.13 to ~1.5 bpp on the sample photos (measured)
     distances = (18.0, 9.0, 5.0, 2.5, 1.4, 0.8)
+    #: --target-bpp bisects the distance in log space (smaller distance, more bits)
+    rate_control: ClassVar[RateControl] = RateControl("distance", 0.1, 25.0, integer=False, more_bits_when_higher=False,
+                                                      log_scale=True, prefix="d")
 
     @classmethod
     def availability(cls) -> Availability:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rdp_bench.codecs.base import RatePoint
+from rdp_bench.codecs.base import RateControl, RatePoint
 from rdp_bench.codecs.pillow_codec import PillowCodec
 
 
@@ -14,6 +14,7 @@ class WebP(PillowCodec):
     description = "WebP via Pillow/libwebp, lossy, method=6"
     #: ~0.08 to ~1.4 bpp on the sample photos (measured)
     qualities = (0, 10, 25, 50, 75, 92)
+    rate_control: ClassVar[RateControl] = RateControl("quality", 0, 100)
 
     def save_options(self, rate_point: RatePoint) -> dict[str, Any]:
         return {"quality": rate_point.params["quality"], "method": 6, "lossless": False, "exact": False}
