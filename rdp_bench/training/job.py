@@ -155,6 +155,9 @@ def plot_curves(folder: Path, title: str) -> Path | None:
     axes[4].set_xlabel("bpp (estimated)")
     for ax in axes:
         ax.grid(alpha=0.3)
+    if val and "bpp" not in val[0]:  # a job without a rate (CorrDiff's score net): no bpp panels
+        axes[2].set_visible(False)
+        axes[4].set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
     out = folder / "curves.png"
