@@ -12,6 +12,7 @@ import torch
 
 from rdp_bench.codecs.cdc import CDC, CDCOfficial, official_filename
 from rdp_bench.codecs.checkpoints import save_checkpoint
+from rdp_bench.codecs.zoo import WeightsEntry, check_table
 from rdp_bench.codecs.diffusion.compressor import CompressorConfig, LatentCoder
 from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, extract_ema_state_dict, load_cdc_weights
 from rdp_bench.codecs.diffusion.sampler import DDIMSampler
@@ -25,6 +26,15 @@ MICRO = CDCConfig(
     CompressorConfig(dim=4, dim_mults=(1, 1, 1, 1), reverse_dim_mults=(1, 1, 1, 1), hyper_dims_mults=(1, 1, 1),
                      out_channels=4),
 )
+
+
+#: the fixture's micro checkpoints as a weights table (unpinned: random weights made per test session)
+MICRO_TABLE = check_table("cdc", [WeightsEntry(0, "lambda0.02", "cdc-tiny-l0p02.safetensors", {"lambda": 0.02}),
+                                  WeightsEntry(1, "lambda0.005", "cdc-tiny-l0p005.safetensors", {"lambda": 0.005})])
+
+
+class MicroCDC(CDC):
+    weights_table = MICRO_TABLE
 
 
 def micro_model(seed: int = 0) -> CDCModel:
@@ -49,7 +59,7 @@ def weights_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def codec(weights_dir) -> CDC:
-    return CDC(device="cpu", weights_dir=weights_dir, steps=2)
+    return MicroCDC(device="cpu", weights_dir=weights_dir, steps=2)
 
 
 def test_full_size_state_dict_matches_official_layout():
@@ -136,11 +146,11 @@ def test_batch_of_8_decodes_like_batch_of_1_and_is_deterministic(codec, photo):
 
 
 def test_memory_bound_splits_batches(weights_dir, photo):
-    small = CDC(device="cpu", weights_dir=weights_dir, steps=1, max_batch_pixels=64 * 64)
+    small = MicroCDC(device="cpu", weights_dir=weights_dir, steps=1, max_batch_pixels=64 * 64)
     images = [photo(64, 64, seed=s) for s in range(3)]
     bs = small.encode(images, 0)
     split = small.decode(bs)
-    joint = CDC(device="cpu", weights_dir=weights_dir, steps=1).decode(bs)
+    joint = MicroCDC(device="cpu", weights_dir=weights_dir, steps=1).decode(bs)
     for a, b in zip(split, joint):
         assert float((a - b).abs().max()) < 1e-2
 
@@ -167,7 +177,7 @@ def test_corrupt_payloads_are_rejected(codec, photo):
 
 
 def test_one_step_is_a_single_x0_prediction(weights_dir, photo):
-    one = CDC(device="cpu", weights_dir=weights_dir, steps=1)
+    one = MicroCDC(device="cpu", weights_dir=weights_dir, steps=1)
     point = one.rate_points()[0]
     loaded = one.model(point)
     model = loaded.model
@@ -220,6 +230,9 @@ def test_training_phase_runs_and_checkpoint_loads_in_the_codec(tmp_path, photo):
     assert stats["steps"] == 2
     save_checkpoint(trainable_state_dict(ema.model), tmp_path / "cdc-tiny-l0p01",
                     {"lambda": 0.01, "phase": "finetune", "config": MICRO.to_dict()})
-    trained = CDC(device="cpu", weights_dir=tmp_path, steps=1)
+    class Trained(CDC):
+        weights_table = (WeightsEntry(0, "lambda0.01", "cdc-tiny-l0p01.safetensors", {"lambda": 0.01}),)
+
+    trained = Trained(device="cpu", weights_dir=tmp_path, steps=1)
     assert [p.label for p in trained.rate_points()] == ["lambda0.01"]
     assert trained.decode(trained.encode([photo(16, 24)], 0))[0].shape == (3, 16, 24)

@@ -101,18 +101,29 @@ def test_unknown_codec_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "unknown codec" in res.output
 
 
-def test_stored_bitstream_from_an_older_rate_point_list_is_encoded_again(tmp_path):
-    from rdp_bench.codecs import get_codec
+def test_stored_bitstream_keeps_its_rate_point_when_checkpoints_are_added(tmp_path):
+    """Rate ids come from the codec's weights table: a file added later renumbers nothing, so a stored
+    stream is decoded as it is (no re-encode) and still means the same rate point."""
+    import json
+    import shutil
+
+    from rdp_bench.codecs.hific import WEIGHTS_DIR
     from rdp_bench.container import Container
 
-    cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=tmp_path, limit=1, rates=["q20"],
-                    metrics=["psnr"], progress=False)
-    row = run_benchmark(cfg).rows()[0]
-    path = tmp_path / row["bitstream"]
-    stored = Container.unpack(path.read_bytes())
-    # as if the file was written when q20 had another index in the codec's list of rate points
-    path.write_bytes(Container(stored.codec, 0, stored.height, stored.width, stored.payload).pack())
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(WEIGHTS_DIR / f"hific_tiny_0p40bpp{suffix}", weights)
+    cfg = RunConfig(codecs=["hific"], dataset="samples", out=tmp_path / "run", limit=1, rates=["0.4bpp"],
+                    metrics=["psnr"], progress=False, device="cpu", codec_options={"weights_dir": str(weights)})
+    first = run_benchmark(cfg).rows()[0]
+    path = tmp_path / "run" / first["bitstream"]
+    assert Container.unpack(path.read_bytes()).rate_id == first["rate_id"] == 2
+    for suffix in (".safetensors", ".json"):  # a lower-rate checkpoint appears
+        shutil.copy(WEIGHTS_DIR / f"hific_tiny_0p10bpp{suffix}", weights)
     cfg.metrics = ["psnr", "ms-ssim"]  # a new metric makes the harness reuse the stored bitstream
-    run_benchmark(cfg)
-    assert Container.unpack(path.read_bytes()).rate_id == get_codec("jpeg").rate_id(get_codec("jpeg").rate_point("q20"))
-    assert (tmp_path / "rows.jsonl").read_text().count('"encoding_time"') == 2
+    rows = run_benchmark(cfg).rows()
+    again = [r for r in rows if r["rate_label"] == "0.4bpp"][-1]
+    assert again["rate_id"] == 2 and again["psnr"] == first["psnr"] and "ms-ssim" in again
+    assert (tmp_path / "run" / "rows.jsonl").read_text().count('"encoding_time"') == 1
+    assert json.loads(again["rate_params"])["target_bpp"] == 0.4

@@ -80,7 +80,7 @@ def _slug(text: str) -> str:
 
 
 def select_rate_points(codec: Codec, wanted: list[str] | None, targets: list[float] | None = None) -> list:
-    """``--rate`` entries are labels, indices, or ``codec:label``; entries for other codecs are ignored.
+    """``--rate`` entries are labels, rate ids, or ``codec:label``; entries for other codecs are ignored.
 
     ``targets`` (``--target-bpp``) replace the sweep by rate-matched points ``bpp<target>`` (plus the ``--rate``
     points when both are given); a codec without a tunable rate raises ``ValueError`` with one line."""
@@ -95,8 +95,8 @@ def select_rate_points(codec: Codec, wanted: list[str] | None, targets: list[flo
         target, _, key = entry.rpartition(":")
         if target and target != codec.name:
             continue
-        if key.lstrip("-").isdigit():
-            chosen.append(points[int(key)])
+        if key.lstrip("-").isdigit():  # a number is the stable rate id streams carry, not a list position
+            chosen.append(codec.rate_point(int(key)))
         else:
             chosen.append(codec.rate_point(key))
     return chosen

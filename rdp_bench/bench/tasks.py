@@ -20,7 +20,7 @@ import torch
 from rdp_bench.atomic import atomic_write_bytes
 from rdp_bench.codecs import Codec, get_codec
 from rdp_bench.codecs.base import target_of
-from rdp_bench.container import DEFAULT_MAX_PIXELS, BitstreamError, Container, bits_per_pixel
+from rdp_bench.container import DEFAULT_MAX_PIXELS, bits_per_pixel
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
 from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
 
@@ -93,14 +93,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _stored_rate_id(path: Path, codec: str) -> int | None:
-    """Rate-point index in a stored bitstream's header; None when unreadable (decoding then reports why)."""
-    try:
-        return Container.unpack(path.read_bytes(), expected_codec=codec).rate_id
-    except (OSError, BitstreamError):
-        return None
-
-
 def load_task_images(task: BatchTask) -> list[np.ndarray]:
     """The task's images as uint8 HxWx3 arrays, in item order."""
     return [load_image_uint8(item.path, task.max_pixels) for item in task.items]
@@ -120,14 +112,10 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
     images = [uint8_to_tensor(a) for a in originals]
     bitstream_root = Path(bitstream_root)
 
-    # encode the items that need it, in one codec batch; a stored bitstream whose header names another
-    # rate-point index was written when the codec's list of rate points differed: decoding it now would
-    # go through another model, so it is encoded again
-    # (a rate-matched stream carries the index of the sweep point nearest its setting, never -1: it is kept)
+    # encode the items that need it, in one codec batch; a stored bitstream is decoded as it is (rate ids
+    # are stable, declared in each codec's table, so a stored stream's header still names its rate point)
     matched = target_of(point) is not None
-    reuse = [item.reuse_bitstream and (matched or _stored_rate_id(bitstream_root / item.bitstream_rel, task.codec)
-                                       in (rate_id, None))
-             for item in task.items]
+    reuse = [item.reuse_bitstream for item in task.items]
     fresh = [i for i, reused in enumerate(reuse) if not reused]
     extras: dict[int, dict[str, Any]] = {}
     enc_time = math.nan

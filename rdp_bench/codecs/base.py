@@ -22,6 +22,9 @@ class RatePoint:
 
     label: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: the stable number a bitstream's header carries for this point (a learned codec's weights table,
+    #: ``rdp_bench.codecs.zoo``); None: the point's position in ``rate_table()`` (a sweep fixed in code)
+    id: int | None = field(default=None, compare=False)
 
 
 #: label prefix of a rate-matched point (``--target-bpp 0.1`` -> ``bpp0.1``)
@@ -65,9 +68,12 @@ def target_label(bpp: float) -> str:
 
 
 def target_of(point: RatePoint) -> float | None:
-    """The target bpp of a rate-matched point, None for an ordinary rate point."""
+    """The target bpp of a rate-matched point, None for an ordinary rate point (HiFiC's and MS-ILLM's
+    points also carry a ``target_bpp``, their training target: only the ``bpp<target>`` label marks a match)."""
     value = point.params.get("target_bpp")
-    return float(value) if value is not None else None
+    if value is None or point.label != target_label(float(value)):
+        return None
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -164,22 +170,45 @@ class Codec(ABC):
         """Extra facts recorded in the run's provenance (weights source, licences, binary versions)."""
         return {}
 
+    def rate_table(self) -> list[RatePoint]:
+        """Every rate point the codec declares, whether or not it can run here; ids index this table.
+
+        Codecs whose points need files override it (and ``rate_point_problem``); ``rate_points()`` then
+        lists only the points that can run."""
+        return self.rate_points()
+
+    def rate_point_problem(self, rate_point: RatePoint) -> str:
+        """'' when ``rate_point`` can run here, else one line saying why not (which file goes where)."""
+        return ""
+
     # --- the public interface --------------------------------------------------------------
     def rate_point(self, key: int | str | RatePoint) -> RatePoint:
-        points = self.rate_points()
+        """A rate point by label or stable id (``rate_id``); a declared point that cannot run here raises
+        ``CodecUnavailable`` with the reason, an unknown one ``KeyError``."""
         if isinstance(key, RatePoint):
             return key
+        table = self.rate_table()
         if isinstance(key, int):
-            return points[key]
-        for point in points:
+            found = [p for p in table if self.rate_id(p, table) == key]
+            if not found:
+                raise KeyError(f"{self.name}: unknown rate id {key}; known: "
+                               f"{', '.join(f'{self.rate_id(p, table)} ({p.label})' for p in table)}")
+            return self._runnable(found[0])
+        for point in table:
             if point.label == key:
-                return point
+                return self._runnable(point)
         if self.rate_control is not None and key.startswith(TARGET_PREFIX):
             try:
                 return self.target_point(float(key[len(TARGET_PREFIX):]))
             except ValueError:
                 pass
-        raise KeyError(f"{self.name}: unknown rate point {key!r}; known: {[p.label for p in points]}")
+        raise KeyError(f"{self.name}: unknown rate point {key!r}; known: {[p.label for p in table]}")
+
+    def _runnable(self, point: RatePoint) -> RatePoint:
+        problem = self.rate_point_problem(point)
+        if problem:
+            raise CodecUnavailable(problem)
+        return point
 
     def target_point(self, bpp: float) -> RatePoint:
         """The rate-matched point ``bpp<target>``: per image, the knob value whose bitstream is nearest ``bpp``."""
@@ -189,12 +218,15 @@ class Codec(ABC):
             raise ValueError(f"--target-bpp: targets must be positive numbers of bits per pixel, got {bpp!r}")
         return RatePoint(target_label(bpp), {"target_bpp": float(bpp)})
 
-    def rate_id(self, rate_point: RatePoint) -> int:
-        """Index of the rate point in ``rate_points()``; -1 for a rate-matched point (its streams carry the
-        index of the sweep point nearest the setting found, see ``rdp_bench.bench.ratematch``)."""
+    def rate_id(self, rate_point: RatePoint, table: list[RatePoint] | None = None) -> int:
+        """The stable id a stream of this rate point carries: the point's declared ``id``, else its position
+        in ``rate_table()``; -1 for a rate-matched point (its streams carry the id of the sweep point
+        nearest the setting found, see ``rdp_bench.bench.ratematch``)."""
         if target_of(rate_point) is not None:
             return -1
-        return [p.label for p in self.rate_points()].index(rate_point.label)
+        if rate_point.id is not None:
+            return rate_point.id
+        return [p.label for p in (self.rate_table() if table is None else table)].index(rate_point.label)
 
     def encode_detailed(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[Encoded]:
         point = self.rate_point(rate)
@@ -221,10 +253,12 @@ class Codec(ABC):
 
     def decode(self, bitstreams: Sequence[bytes]) -> list[torch.Tensor]:
         records = [Container.unpack(b, expected_codec=self.name) for b in bitstreams]
-        n_points = len(self.rate_points())
+        ids = {self.rate_id(p): p for p in self.rate_table()}
         for rec in records:
-            if rec.rate_id >= n_points:
-                raise BitstreamError(f"{self.name}: rate point {rec.rate_id} does not exist ({n_points} known)")
+            if rec.rate_id not in ids:
+                raise BitstreamError(f"{self.name}: rate point id {rec.rate_id} does not exist "
+                                     f"(known: {', '.join(map(str, sorted(ids)))})")
+            self._runnable(ids[rec.rate_id])  # a missing model is CodecUnavailable, not a bad stream
             check_bounds(self.name, rec, self.max_pixels)
         try:
             images = self.decode_payloads(records)

@@ -4,7 +4,8 @@ the x-parameterised variant, with real range coding and batched DDIM decoding.
 Three registered codecs share this code:
 
 * ``cdc``               -- the TINY checkpoints bundled in ``rdp_bench/weights/cdc/``, trained here on a
-  shared CPU for minutes (see their manifests). They run offline; they are a small-scale stand-in,
+  shared CPU for minutes (see their manifests), declared with stable ids and sha256 in
+  ``rdp_bench/codecs/zoo/cdc.py`` (``weights_dir=DIR`` looks for those files in DIR). They run offline; they are a small-scale stand-in,
   not the published model, and their numbers are far below the paper's.
 * ``cdc-official``      -- the published weights (ρ = 0: β = 0.0128, 0.0064, 0.0032), ``{"ema": ...}``
   files from the Hugging Face repo ``rhyang/CDC_params`` (``x_param/``), loaded unchanged.
@@ -40,6 +41,8 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.zoo import WeightsEntry
+from rdp_bench.codecs.zoo.cdc import TABLE
 from rdp_bench.container import BitstreamError, Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
@@ -201,7 +204,7 @@ class _CDCBase(Codec):
         for i, rec in enumerate(records):
             by_rate.setdefault(rec.rate_id, []).append(i)
         for rate_id, idxs in by_rate.items():
-            rate_point = self.rate_points()[rate_id]
+            rate_point = self.rate_point(rate_id)
             loaded = self.model(rate_point)
             m = self._pad_multiple(loaded)
             factor = loaded.model.config.compressor.pad_multiple
@@ -249,52 +252,59 @@ class _CDCBase(Codec):
 
 # --- bundled tiny checkpoints ------------------------------------------------------------------
 
-def _tiny_manifests(weights_dir: Path) -> list[dict[str, Any]]:
-    found = []
-    for path in sorted(Path(weights_dir).glob("cdc-tiny-*.json")):
-        m = json.loads(path.read_text())
-        if m.get("phase") == "base":  # the shared starting point is not a rate point
-            continue
-        m["_path"] = str(path.with_name(m["file"]))
-        found.append(m)
-    return sorted(found, key=lambda m: -float(m["lambda"]))  # larger λ = lower rate first
-
-
 class CDC(_CDCBase):
     name = "cdc"
     description = ("CDC (NeurIPS 2023) x-param diffusion codec; bundled TINY checkpoints trained here on CPU "
                    "(not the official weights: see cdc-official)")
     default_steps = 8
+    #: the rate points (stable ids, files, sha256); a class attribute so a test can run another table
+    weights_table: ClassVar[tuple[WeightsEntry, ...]] = TABLE
 
     def _dir(self) -> Path:
         return self.weights_dir or WEIGHTS_DIR
 
     @classmethod
     def availability(cls) -> Availability:
-        if not _tiny_manifests(WEIGHTS_DIR):
-            return Availability(False, f"no tiny CDC checkpoints in {WEIGHTS_DIR} (train: rdp-bench train cdc)")
+        if not any((WEIGHTS_DIR / e.file).is_file() for e in cls.weights_table):
+            return Availability(False, f"no tiny CDC checkpoints in {WEIGHTS_DIR}: put "
+                                       f"{', '.join(e.file for e in cls.weights_table)} there (or `rdp-bench train cdc`)")
         return Availability(True)
 
+    def rate_table(self) -> list[RatePoint]:
+        # params as before the table (file name, not path): rows written earlier keep the same rate_params
+        return [RatePoint(e.label, {**e.params, "file": e.file, "sha256": e.sha256}, id=e.id) for e in self.weights_table]
+
     def rate_points(self) -> list[RatePoint]:
-        if getattr(self, "_points", None) is None:  # read the manifests once per instance
-            self._points = [RatePoint(f"lambda{float(m['lambda']):g}",
-                                      {"lambda": float(m["lambda"]), "file": m["file"], "sha256": m["sha256"]})
-                            for m in _tiny_manifests(self._dir())]
-        return list(self._points)
+        return [p for p in self.rate_table() if not self.rate_point_problem(p)]
+
+    def rate_point_problem(self, rate_point: RatePoint) -> str:
+        if (self._dir() / rate_point.params["file"]).is_file():
+            return ""
+        entry = next(e for e in self.weights_table if e.id == rate_point.id)
+        return entry.missing(self.name, self._dir()) + " (bundled with rdp-bench, or `rdp-bench train cdc`)"
 
     def _weights_sha256(self, rate_point: RatePoint) -> str:
-        return rate_point.params["sha256"]
+        from rdp_bench.codecs.checkpoints import file_sha256
+
+        if rate_point.params.get("sha256"):
+            return rate_point.params["sha256"]
+        path = self._dir() / rate_point.params["file"]  # unpinned (a test's table): the file's own sum
+        return file_sha256(path) if path.is_file() else "missing"
 
     def _load(self, rate_point: RatePoint) -> _Loaded:
         from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest
         from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, load_cdc_weights
 
+        self._runnable(rate_point)
         path = self._dir() / rate_point.params["file"]
         manifest = read_manifest(path)
         config = CDCConfig.from_dict(manifest.get("config") or manifest["architecture"])
-        state = load_state_dict(path, expected_sha256=rate_point.params["sha256"])
+        try:
+            state = load_state_dict(path, expected_sha256=rate_point.params.get("sha256"))
+        except ValueError as exc:  # not the file the table pins: never run other weights under its id
+            raise CodecUnavailable(f"{self.name}: {exc} (the sha256 pinned in rdp_bench/codecs/zoo/cdc.py)") from exc
         model = load_cdc_weights(CDCModel(config), state)
-        return self._finish(model, rate_point.params["sha256"], str(path))
+        return self._finish(model, self._weights_sha256(rate_point), str(path))
 
 
 # --- official checkpoints ----------------------------------------------------------------------

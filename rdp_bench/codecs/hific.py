@@ -1,7 +1,8 @@
 """HiFiC (Mentzer et al., NeurIPS 2020) with the bundled tiny checkpoints trained by rdp-bench.
 
 Every rate point is one checkpoint in ``rdp_bench/weights/hific/`` (fp16 safetensors + JSON manifest,
-see ``rdp-bench train hific``). ``checkpoint=FILE`` (``rdp-bench run --checkpoint FILE``) runs one
+see ``rdp-bench train hific``), declared with its stable id and sha256 in ``rdp_bench/codecs/zoo/hific.py``;
+``weights_dir=DIR`` looks for those files in DIR instead. ``checkpoint=FILE`` (``rdp-bench run --checkpoint FILE``) runs one
 user-supplied HiFiC-architecture checkpoint instead (any width; NeuralCompression's full-size
 ``HiFiCAutoencoder`` files load unchanged).
 
@@ -22,20 +23,24 @@ import torch
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, config_from_state_dict
+from rdp_bench.codecs.zoo import CUSTOM_RATE_ID, WeightsEntry
+from rdp_bench.codecs.zoo.hific import TABLE
 from rdp_bench.container import Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hific"
 
 
-def bundled_checkpoints(weights_dir: Path = WEIGHTS_DIR) -> list[tuple[Path, dict]]:
-    """(weights file, manifest) pairs, ordered by target rate."""
+def bundled_checkpoints(weights_dir: Path = WEIGHTS_DIR,
+                        table: tuple[WeightsEntry, ...] = TABLE) -> list[tuple[Path, dict]]:
+    """(weights file, manifest) pairs of the table's entries present in ``weights_dir``, in table order."""
     found = []
-    for manifest_file in sorted(Path(weights_dir).glob("*.json")):
-        manifest = json.loads(manifest_file.read_text())
-        weights = manifest_file.with_name(manifest.get("file", manifest_file.stem + ".safetensors"))
-        if weights.is_file() and "target_bpp" in manifest:
+    for entry in table:
+        weights = Path(weights_dir) / entry.file
+        manifest_file = weights.with_suffix(".json")
+        if weights.is_file():
+            manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
             found.append((weights, manifest))
-    return sorted(found, key=lambda item: item[1]["target_bpp"])
+    return found
 
 
 def model_config(path: Path, state: dict[str, torch.Tensor]) -> HiFiCConfig:
@@ -76,7 +81,11 @@ class HiFiCFamily(Codec):
             if not path.is_file():
                 raise CodecUnavailable(f"{self.name}: checkpoint {path} not found")
             self.on_load(rate_point, path)
-            state = load_state_dict(path, expected_sha256=self.expected_sha256(rate_point))
+            try:
+                state = load_state_dict(path, expected_sha256=self.expected_sha256(rate_point))
+            except ValueError as exc:  # not the file the table pins: never run other weights under its id
+                raise CodecUnavailable(f"{self.name}: {exc} (the sha256 pinned in rdp_bench/codecs/zoo/"
+                                       f"{self.name}.py)") from exc
             model = HiFiCAutoencoder(model_config(path, state))
             model.load_state_dict(state)
             model.eval()
@@ -108,13 +117,12 @@ class HiFiCFamily(Codec):
         return out  # type: ignore[return-value]
 
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
-        points = self.rate_points()
         out: list[torch.Tensor | None] = [None] * len(records)
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, rec in enumerate(records):
             groups[(rec.rate_id, -(-rec.height // 64), -(-rec.width // 64))].append(i)
         for (rate_id, _, _), idx in groups.items():
-            model = self.model(points[rate_id])
+            model = self.model(self.rate_point(rate_id))
             decoded = model.decompress_image([records[i].payload for i in idx], [(records[i].height, records[i].width) for i in idx])
             for i, img in zip(idx, decoded):
                 out[i] = img
@@ -123,6 +131,8 @@ class HiFiCFamily(Codec):
 
 class HiFiC(HiFiCFamily):
     name = "hific"
+    #: the rate points (stable ids, files, sha256); a class attribute so a test can run another table
+    weights_table: ClassVar[tuple[WeightsEntry, ...]] = TABLE
     description = ("HiFiC architecture (NeuralCompression-compatible), bundled tiny CPU-trained checkpoints; "
                    "checkpoint=FILE for your own")
 
@@ -133,36 +143,48 @@ class HiFiC(HiFiCFamily):
 
     @classmethod
     def availability(cls) -> Availability:
-        if bundled_checkpoints():
+        if bundled_checkpoints(WEIGHTS_DIR, cls.weights_table):
             return Availability(True)
-        return Availability(False, f"no HiFiC checkpoints in {WEIGHTS_DIR} (run `rdp-bench train hific`)")
+        return Availability(False, f"no HiFiC checkpoints in {WEIGHTS_DIR}: put "
+                                   f"{', '.join(e.file for e in cls.weights_table)} there (or run `rdp-bench train hific`)")
 
     @classmethod
     def availability_for_options(cls, options: dict[str, Any]) -> Availability:
         if options.get("checkpoint"):
             path = Path(options["checkpoint"])
             return Availability(True) if path.is_file() else Availability(False, f"checkpoint {path} not found")
-        if options.get("weights_dir") and not bundled_checkpoints(Path(options["weights_dir"])):
-            return Availability(False, f"no HiFiC checkpoints in {options['weights_dir']}")
+        if options.get("weights_dir") and not bundled_checkpoints(Path(options["weights_dir"]), cls.weights_table):
+            return Availability(False, f"no HiFiC checkpoints in {options['weights_dir']}: put "
+                                       f"{', '.join(e.file for e in cls.weights_table)} there")
         return cls.availability()
 
-    def rate_points(self) -> list[RatePoint]:
+    def rate_table(self) -> list[RatePoint]:
         if self.checkpoint is not None:
-            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)})]
-        return [
-            RatePoint(f"{manifest['target_bpp']:g}bpp", {"file": str(path), "sha256": manifest.get("sha256"),
-                                                          "target_bpp": manifest["target_bpp"]})
-            for path, manifest in bundled_checkpoints(self.weights_dir)
-        ]
+            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)}, id=CUSTOM_RATE_ID)]
+        return [e.rate_point(self.weights_dir / e.file) for e in self.weights_table]
+
+    def rate_points(self) -> list[RatePoint]:
+        return [p for p in self.rate_table() if not self.rate_point_problem(p)]
+
+    def rate_point_problem(self, rate_point: RatePoint) -> str:
+        if Path(rate_point.params["file"]).is_file():
+            return ""
+        entry = next((e for e in self.weights_table if e.label == rate_point.label), None)
+        if entry is None:
+            return f"{self.name}: checkpoint {rate_point.params['file']} not found"
+        return entry.missing(self.name, self.weights_dir) + " (bundled with rdp-bench, or `rdp-bench train hific`)"
 
     def provenance(self) -> dict[str, Any]:
         if self.checkpoint is not None:
             return {"weights": str(self.checkpoint)}
-        return {"weights": {
-            f"{m['target_bpp']:g}bpp": {"file": p.name, "sha256": m.get("sha256"), "note": m.get("note"),
-                                         "perceptual_term": m.get("loss", {}).get("perceptual_term")}
-            for p, m in bundled_checkpoints(self.weights_dir)
-        }}
+        weights = {}
+        for entry in self.weights_table:
+            path = self.weights_dir / entry.file
+            m = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+            weights[entry.label] = {"id": entry.id, "file": entry.file, "sha256": entry.sha256,
+                                    "present": path.is_file(), "note": m.get("note"),
+                                    "perceptual_term": m.get("loss", {}).get("perceptual_term")}
+        return {"weights": weights}
 
 
 __all__ = ["HiFiC", "HiFiCFamily", "WEIGHTS_DIR", "bundled_checkpoints"]

@@ -1,6 +1,7 @@
 """MS-ILLM (Muckley et al., ICML 2023): the official NeuralCompression weights in our HiFiC architecture.
 
-The six released models ``msillm_quality_1..6`` (targets 0.035 ... 0.9 bpp) are looked up in the torch
+The six released models ``msillm_quality_1..6`` (targets 0.035 ... 0.9 bpp; their table, with stable ids,
+is ``rdp_bench/codecs/zoo/msillm.py``) are looked up in the torch
 hub cache under their release file names, as ``torch.hub.load_state_dict_from_url`` stores them, or
 given as one file with ``checkpoint=FILE`` (``rdp-bench run --checkpoint FILE``). Downloading happens
 only when ``RDP_BENCH_MSILLM_DOWNLOAD=1``; otherwise a missing file makes the codec unavailable with
@@ -22,17 +23,11 @@ import torch
 
 from rdp_bench.codecs.base import Availability, RatePoint
 from rdp_bench.codecs.hific import HiFiCFamily
+from rdp_bench.codecs.zoo import CUSTOM_RATE_ID, entry_by_file
+from rdp_bench.codecs.zoo.msillm import RELEASE_URL, TABLE
 
-RELEASE_URL = "https://dl.fbaipublicfiles.com/NeuralCompression/2023-muckley-msillm/"
-#: quality -> (release file, target bpp), from NeuralCompression's hubconf.py / zoo/_msillm.py
-QUALITIES: dict[int, tuple[str, float]] = {
-    1: ("msillm_target_0.035bpp.ckpt", 0.035),
-    2: ("msillm_target_0.07bpp.ckpt", 0.07),
-    3: ("msillm_target_0.14bpp.ckpt", 0.14),
-    4: ("msillm_target_0.3bpp.ckpt", 0.3),
-    5: ("msillm_target_0.45bpp.ckpt", 0.45),
-    6: ("msillm_target_0.9bpp.ckpt", 0.9),
-}
+#: quality -> (release file, target bpp), derived from the table
+QUALITIES: dict[int, tuple[str, float]] = {e.id + 1: (e.file, e.params["target_bpp"]) for e in TABLE}
 LICENSE_NOTICE = ("MS-ILLM weights by Meta Platforms are licensed CC-BY-NC 4.0 (non-commercial use only): "
                   "https://github.com/facebookresearch/NeuralCompression/blob/main/WEIGHTS_LICENSE")
 
@@ -66,19 +61,27 @@ class MSILLM(HiFiCFamily):
             return Availability(True) if path.is_file() else Availability(False, f"checkpoint {path} not found")
         return cls.availability()
 
-    def rate_points(self) -> list[RatePoint]:
+    def rate_table(self) -> list[RatePoint]:
         if self.checkpoint is not None:
-            known = {f: (q, bpp) for q, (f, bpp) in QUALITIES.items()}
-            if self.checkpoint.name in known:
-                q, bpp = known[self.checkpoint.name]
-                return [RatePoint(f"quality_{q}", {"file": str(self.checkpoint), "target_bpp": bpp})]
-            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)})]
-        points = []
-        for q, (fname, bpp) in QUALITIES.items():
-            path = hub_checkpoint_dir() / fname
-            if path.is_file() or download_enabled():
-                points.append(RatePoint(f"quality_{q}", {"file": str(path), "url": RELEASE_URL + fname, "target_bpp": bpp}))
-        return points
+            entry = entry_by_file(TABLE, self.checkpoint.name)
+            if entry is not None:  # a release file keeps its quality's id, wherever it lies
+                return [RatePoint(entry.label, {"file": str(self.checkpoint), **entry.params}, id=entry.id)]
+            return [RatePoint(f"custom:{self.checkpoint.stem}", {"file": str(self.checkpoint)}, id=CUSTOM_RATE_ID)]
+        return [RatePoint(e.label, {"file": str(hub_checkpoint_dir() / e.file), "url": e.url, **e.params}, id=e.id)
+                for e in TABLE]
+
+    def rate_points(self) -> list[RatePoint]:
+        return [p for p in self.rate_table() if not self.rate_point_problem(p)]
+
+    def rate_point_problem(self, rate_point: RatePoint) -> str:
+        path = Path(rate_point.params["file"])
+        if path.is_file() or (download_enabled() and "url" in rate_point.params):
+            return ""
+        entry = entry_by_file(TABLE, path.name)
+        if entry is None or self.checkpoint is not None:
+            return f"{self.name}: checkpoint {path} not found"
+        return (entry.missing(self.name, path.parent) + ", set RDP_BENCH_MSILLM_DOWNLOAD=1 to download it, "
+                "or pass --checkpoint FILE")
 
     def weights_for(self, rate_point: RatePoint) -> Path:
         path = Path(rate_point.params["file"])
@@ -92,7 +95,8 @@ class MSILLM(HiFiCFamily):
 
     def provenance(self) -> dict[str, Any]:
         return {"weights_license": LICENSE_NOTICE, "release_url": RELEASE_URL,
-                "files": {p.label: {"file": p.params["file"], "sha256": self.checkpoint_id(p)} for p in self.rate_points()}}
+                "files": {p.label: {"id": p.id, "file": p.params["file"], "sha256": self.checkpoint_id(p)}
+                          for p in self.rate_points()}}
 
 
 __all__ = ["LICENSE_NOTICE", "MSILLM", "QUALITIES", "RELEASE_URL", "hub_checkpoint_dir"]
