@@ -25,18 +25,14 @@ def _fail(message: str) -> NoReturn:
 
 
 def _codec_options(entries: Optional[list[str]]) -> dict:
-    """``KEY=VALUE`` strings -> options; values are JSON when they parse (numbers, true, lists), else text."""
-    import json
-
+    """``KEY=VALUE`` / ``CODEC:KEY=VALUE`` strings -> options, values as text: each codec's declared option
+    types parse them (``Codec.OPTIONS``), so a bad value is reported with what the option expects."""
     options = {}
     for entry in entries or []:
         key, sep, value = entry.partition("=")
         if not sep or not key.strip():
-            raise typer.BadParameter(f"--codec-option wants KEY=VALUE, got {entry!r}")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+            raise typer.BadParameter(f"--codec-option wants KEY=VALUE or CODEC:KEY=VALUE, got {entry!r}")
+        options[key.strip()] = value.strip()
     return options
 
 
@@ -61,7 +57,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (auto, HOST:PORT); default: start a local one."),
     amp: Optional[str] = typer.Option(None, "--amp", help="bf16 or fp16: mixed precision for diffusion UNet sampling on GPU (codecs without it ignore it)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Diffusion decoding steps (cdc*, corrdiff*); default: each codec's own."),
-    codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE given to the codecs (repeatable; values parsed as JSON when they can be), e.g. gamma=0.8."),
+    codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE for every codec of the run that takes KEY, CODEC:KEY=VALUE for one (repeatable), e.g. cdc:gamma=0.8; `rdp-bench list codecs --options` lists them."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Largest image (input or decoded bitstream) in pixels; bigger ones are refused."),
     target_bpp: Optional[str] = typer.Option(None, "--target-bpp", help="Rate matching, e.g. 0.1,0.2,0.4: per image, the setting of each tunable codec (jpeg, webp, avif, jxl, jpeg2000, bpg) whose bitstream is nearest each bpp (rate points bpp0.1, ...), instead of the sweep."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 95% bootstrap intervals in summary/*.json: means over images, FID/KID over patches from the stored features (e.g. 200; 0: none)."),
@@ -376,10 +372,16 @@ def train_corrdiff_cmd(
 
 
 @list_app.command("codecs")
-def list_codecs_cmd() -> None:
+def list_codecs_cmd(
+    options: bool = typer.Option(False, "--options", help="Also list each codec's options (--codec-option NAME=VALUE)."),
+) -> None:
     """Every registered codec, its rate points, and whether it can run here (offline: never asks the network)."""
     from rdp_bench.codecs import codec_availability, codec_class, list_codecs
     from rdp_bench.offline import no_network_probes
+
+    if options:
+        _list_codec_options()
+        return
 
     table = Table(title="codecs")
     for col in ("codec", "status", "rate points (low -> high rate)", "description"):
@@ -402,6 +404,25 @@ def list_codecs_cmd() -> None:
     # reasons hold file names, URLs and folders: printed whole under the table, where nothing cuts them
     for line in reasons:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _list_codec_options() -> None:
+    from rdp_bench.codecs import codec_class, list_codecs
+
+    table = Table(title="codec options (--codec-option NAME=VALUE, or CODEC:NAME=VALUE for one codec)")
+    for col in ("codec", "option", "takes", "default", "what"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("codec", "option"))
+    for name in list_codecs():
+        try:
+            declared = codec_class(name).declared_options()
+        except ImportError as exc:  # an optional dependency missing: say so, keep listing
+            table.add_row(name, "?", "", "", f"missing dependency: {exc}")
+            continue
+        if not declared:
+            table.add_row(name, "-", "", "", "no options")
+        for opt_name, opt in sorted(declared.items()):
+            table.add_row(name, opt_name, opt.expects(), "-" if opt.default is None else str(opt.default), opt.help)
+    console.print(table)
 
 
 @list_app.command("datasets")

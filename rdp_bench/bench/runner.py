@@ -28,7 +28,7 @@ from rdp_bench.bench.store import (
     ResultsStore, atomic_write_bytes, atomic_write_text, iter_partials, partial_file, row_key,
 )
 from rdp_bench.bench.tasks import BatchTask, ItemResult, TaskItem
-from rdp_bench.codecs import Codec, codec_class, get_codec
+from rdp_bench.codecs import Codec, codec_class, get_codec, route_codec_options
 from rdp_bench.codecs.base import fixed_rate_refusal, select_device
 from rdp_bench.datasets import Dataset, load_dataset
 from rdp_bench.container import DEFAULT_MAX_PIXELS
@@ -58,8 +58,10 @@ class RunConfig:
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
     #: "bf16"/"fp16": mixed precision for a diffusion decoder's UNet sampling on GPU (codecs with
-    #: ``supports_amp``); passed to codecs as the ``amp`` option, never used for entropy coding
+    #: ``supports_amp``); passed to those codecs as the ``amp`` option, never used for entropy coding
     amp: str | None = None
+    #: ``NAME=VALUE`` for every codec of the run that declares NAME, ``codec:NAME=VALUE`` for one codec
+    #: (``rdp_bench.codecs.route_codec_options``); one no codec takes is an error
     codec_options: dict[str, Any] = field(default_factory=dict)
     metric_options: dict[str, Any] = field(default_factory=dict)
     allow_download: bool = True
@@ -114,15 +116,15 @@ class Sweep:
         self.device = select_device(cfg.device)
         if cfg.amp not in AMP_MODES:
             raise ValueError(f"--amp must be one of {', '.join(m for m in AMP_MODES if m)}; got {cfg.amp!r}")
-        if cfg.amp:
-            cfg.codec_options = {**cfg.codec_options, "amp": cfg.amp}
+        # typed and checked per codec before anything loads: a typo is one line, not a silent default
+        self.codec_options = route_codec_options(cfg.codecs, cfg.codec_options, cfg.amp)
         self._refuse_mixed_amp()
         if cfg.target_bpp:  # before any weights or dataset are loaded
             for name in cfg.codecs:
                 if codec_class(name).rate_control is None:
                     raise ValueError(fixed_rate_refusal(name))
         self.dataset: Dataset = load_dataset(cfg.dataset, cfg.data_root, cfg.allow_download, cfg.limit)
-        self.codecs = {name: get_codec(name, device=cfg.device, **cfg.codec_options) for name in cfg.codecs}
+        self.codecs = {name: get_codec(name, device=cfg.device, **self.codec_options[name]) for name in cfg.codecs}
         for codec in self.codecs.values():
             codec.max_pixels = cfg.max_pixels
         # fixed once: a codec that discovers new checkpoints mid-run must not change what is finalized
@@ -220,7 +222,7 @@ class Sweep:
                                 dataset=self.dataset.name,
                                 metrics=tuple(self.cfg.metrics),
                                 unavailable=self.unavailable,
-                                codec_options=tuple(sorted(self.cfg.codec_options.items())),
+                                codec_options=tuple(sorted(self.codec_options[name].items())),
                                 metric_options=tuple(sorted(self.cfg.metric_options.items())),
                                 device=self.cfg.device,
                                 save_recon=self.cfg.save_recon,
@@ -363,12 +365,13 @@ class Sweep:
         for name, codec in self.codecs.items():
             codecs[name] = {
                 "description": codec.description,
+                "options": self.codec_options[name],
                 "rate_points": {p.label: {"params": p.params, "checkpoint": codec.checkpoint_id(p)}
                                 for p in self.rate_points[name]},
                 **codec.provenance(),
             }
             if self.cfg.amp:
-                codecs[name]["amp"] = (self.cfg.amp if getattr(codec, "supports_amp", False)
+                codecs[name]["amp"] = (self.cfg.amp if codec.supports_amp
                                        else "ignored: this codec has no mixed-precision path")
         metrics = {}
         for m in self.cfg.metrics:

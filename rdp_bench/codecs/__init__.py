@@ -4,9 +4,11 @@ disables that codec.  Add a codec by writing one module and one line in ``REGIST
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Mapping
 
-from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Encoded, RatePoint, select_device
+from rdp_bench.codecs.base import (
+    Availability, Codec, CodecOptionError, CodecUnavailable, Encoded, Option, RatePoint, select_device,
+)
 
 REGISTRY: dict[str, str] = {
     "jpeg": "rdp_bench.codecs.jpeg:JPEG",
@@ -45,15 +47,50 @@ def codec_availability(name: str) -> Availability:
         return Availability(False, f"missing dependency: {exc}")
 
 
-def get_codec(name: str, **options: Any) -> Codec:
-    """Instantiate a registered codec; raises CodecUnavailable with the reason when it cannot run."""
+def get_codec(name: str, device: str | None = None, **options: Any) -> Codec:
+    """Instantiate a registered codec. Its options are checked first (``CodecOptionError`` names the
+    option and what it takes); ``CodecUnavailable`` with the reason when it cannot run here."""
     cls = codec_class(name)
-    # codecs whose availability depends on options (e.g. checkpoint=FILE) provide availability_for_options
-    check = getattr(cls, "availability_for_options", None)
-    status = check(options) if check is not None else cls.availability()
+    options = cls.validate_options(options)
+    status = cls.availability_for_options(options)
     if not status:
         raise CodecUnavailable(f"codec {name!r} is unavailable: {status.reason}")
-    return cls(**options)
+    return cls(device=device, **options)
+
+
+def route_codec_options(codecs: list[str], options: Mapping[str, Any], amp: str | None = None) -> dict[str, dict[str, Any]]:
+    """The options of a run, per codec: ``NAME=VALUE`` goes to every codec of the run that declares NAME,
+    ``codec:NAME=VALUE`` to that codec only; ``amp`` to the codecs with ``supports_amp`` (others ignore it).
+
+    An option no codec of the run takes, or a bad value, raises ``CodecOptionError`` before any work."""
+    classes = {name: codec_class(name) for name in codecs}
+    routed: dict[str, dict[str, Any]] = {name: {} for name in codecs}
+    for key, value in options.items():
+        target, _, option = key.rpartition(":")
+        if target:
+            if target not in classes:
+                raise CodecOptionError(f"option {key!r} names codec {target!r}, which is not in this run "
+                                       f"({', '.join(codecs)})")
+            routed[target][option] = value
+            continue
+        takers = [n for n, cls in classes.items() if option in cls.declared_options()]
+        if not takers:
+            known = "; ".join(f"{n}: {', '.join(sorted(c.declared_options())) or 'none'}" for n, c in classes.items())
+            raise CodecOptionError(f"no codec of this run takes option {option!r} (options: {known})")
+        for name in takers:
+            routed[name][option] = value
+    if amp:
+        for name, cls in classes.items():
+            if cls.supports_amp:
+                routed[name].setdefault("amp", amp)
+    return {name: classes[name].validate_options(opts) for name, opts in routed.items()}
+
+
+def options_for(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a flat options dict that codec ``name`` declares (provenance written before options
+    were recorded per codec)."""
+    declared = codec_class(name).declared_options()
+    return {k: v for k, v in options.items() if k in declared}
 
 
 def list_codecs() -> list[str]:
@@ -61,6 +98,7 @@ def list_codecs() -> list[str]:
 
 
 __all__ = [
-    "Availability", "Codec", "CodecUnavailable", "Encoded", "RatePoint", "REGISTRY",
-    "codec_availability", "codec_class", "get_codec", "list_codecs", "select_device",
+    "Availability", "Codec", "CodecOptionError", "CodecUnavailable", "Encoded", "Option", "RatePoint", "REGISTRY",
+    "codec_availability", "codec_class", "get_codec", "list_codecs", "options_for", "route_codec_options",
+    "select_device",
 ]

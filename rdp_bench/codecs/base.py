@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -97,6 +98,81 @@ class CodecUnavailable(RuntimeError):
     """The codec cannot run here (missing weights, binary, ...); the message says what to provide."""
 
 
+class CodecOptionError(ValueError):
+    """An option a codec does not take, or a value it cannot use; the message names codec, option and what it takes."""
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a file or folder path"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One codec option: its type, default, help and (optionally) the values or range it takes.
+
+    Values arrive typed (Python callers) or as text (``--codec-option KEY=VALUE``); ``parse`` turns either
+    into ``type`` or raises ``CodecOptionError`` saying what was given and what is expected."""
+
+    type: type
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def expects(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        text = _TYPE_NAMES.get(self.type, self.type.__name__)
+        if self.minimum is not None and self.maximum is not None:
+            return f"{text} in {self.minimum:g}..{self.maximum:g}"
+        if self.minimum is not None:
+            return f"{text} >= {self.minimum:g}"
+        return text
+
+    def parse(self, codec: str, name: str, value: Any) -> Any:
+        if value is None:  # "not given": the codec's own default applies
+            return None
+        bad = CodecOptionError(f"{codec}: option {name} got {value!r}; expected {self.expects()}")
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    if value.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise bad
+                    value = value.strip().lower() in ("1", "true", "yes")
+                elif not isinstance(value, bool):
+                    raise bad
+            elif self.type is int:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise bad
+                value = int(str(value).strip()) if isinstance(value, str) else int(value)
+            elif self.type is float:
+                if isinstance(value, bool):
+                    raise bad
+                value = float(value)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise bad
+            elif self.type is Path:
+                if not isinstance(value, (str, Path)) or not str(value):
+                    raise bad
+                value = str(value)  # kept as text: options travel in tasks and provenance JSON
+            else:
+                value = self.type(value)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, CodecOptionError):
+                raise
+            raise bad from None
+        if self.choices is not None and value not in self.choices:
+            raise bad
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise bad
+        return value
+
+
+#: ``amp``, the same for every codec that has a mixed-precision path (``supports_amp``)
+AMP_OPTION = Option(str, None, "bf16 or fp16: mixed precision for the diffusion network on GPU (--amp)",
+                    choices=("bf16", "fp16"))
+
+
 def select_device(preference: str | None = None) -> torch.device:
     """``None``/"auto" picks CUDA when present, else CPU."""
     if preference in (None, "", "auto"):
@@ -137,10 +213,42 @@ class Codec(ABC):
     max_pixels: int = DEFAULT_MAX_PIXELS
     #: the knob ``--target-bpp`` searches; None for codecs with fixed rate points (learned models)
     rate_control: ClassVar[RateControl | None] = None
+    #: True when the codec has a mixed-precision path (``amp`` option, ``--amp``); others ignore ``--amp``
+    supports_amp: ClassVar[bool] = False
+    #: the options the codec takes (``--codec-option NAME=VALUE``), by name; a subclass adds to its parents'
+    #: (``declared_options`` merges them), and nothing else is accepted
+    OPTIONS: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, device: str | None = None, **options: Any) -> None:
         self.device = select_device(device)
-        self.options = options
+        # the options a subclass's signature did not take; an undeclared one is an error, not ignored
+        self.options = self.validate_options(options)
+
+    # --- options -----------------------------------------------------------------------------
+    @classmethod
+    def declared_options(cls) -> dict[str, Option]:
+        merged: dict[str, Option] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(klass.__dict__.get("OPTIONS", {}))
+        return merged
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` typed and checked against ``declared_options``; ``CodecOptionError`` (one line naming
+        the codec, the option and what it takes) for an unknown option or a bad value."""
+        declared = cls.declared_options()
+        out = {}
+        for key, value in options.items():
+            if key not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                raise CodecOptionError(f"{cls.name} has no option {key!r}; its options: {known}")
+            out[key] = declared[key].parse(cls.name, key, value)
+        return out
+
+    @classmethod
+    def availability_for_options(cls, options: Mapping[str, Any]) -> Availability:
+        """Whether the codec can run here with these (validated) options, e.g. ``checkpoint=FILE``."""
+        return cls.availability()
 
     # --- what a subclass provides -------------------------------------------------------
     @abstractmethod
@@ -183,11 +291,14 @@ class Codec(ABC):
 
     # --- the public interface --------------------------------------------------------------
     def rate_point(self, key: int | str | RatePoint) -> RatePoint:
-        """A rate point by label or stable id (``rate_id``); a declared point that cannot run here raises
+        """A rate point by label or stable id (``rate_id``; a negative number counts from the end of
+        ``rate_points()``, as a list index); a declared point that cannot run here raises
         ``CodecUnavailable`` with the reason, an unknown one ``KeyError``."""
         if isinstance(key, RatePoint):
             return key
         table = self.rate_table()
+        if isinstance(key, int) and key < 0:  # -1: the highest-rate point that can run here (never a stream's id)
+            return self.rate_points()[key]
         if isinstance(key, int):
             found = [p for p in table if self.rate_id(p, table) == key]
             if not found:

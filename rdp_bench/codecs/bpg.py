@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, RateControl, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, Option, RateControl, RatePoint
 from rdp_bench.container import BitstreamError, Container
 from rdp_bench.imageio import tensor_to_uint8, uint8_to_tensor
 
@@ -572,6 +572,10 @@ class BPG(Codec):
     chroma: ClassVar[str] = "420"
     #: bpgenc's -q (0..51, lower = more bits); --target-bpp bisects it
     rate_control: ClassVar[RateControl] = RateControl("q", 0, 51, more_bits_when_higher=False)
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "backend": Option(str, "auto", "bpgenc/bpgdec binaries, PyAV's libx265, or auto (binaries when found)",
+                          choices=("auto", "binary", "pyav")),
+    }
 
     def __init__(self, device: str | None = None, backend: str = "auto", **options: Any) -> None:
         super().__init__(device="cpu", **options)

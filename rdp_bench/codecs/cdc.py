@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.base import AMP_OPTION, Availability, Codec, CodecUnavailable, Option, RatePoint
 from rdp_bench.codecs.zoo import WeightsEntry
 from rdp_bench.codecs.zoo.cdc import TABLE
 from rdp_bench.container import BitstreamError, Container
@@ -124,6 +124,13 @@ class _CDCBase(Codec):
     wants_gpu = True
     supports_amp = True
     default_steps: ClassVar[int] = 65
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "steps": Option(int, None, "DDIM steps (default: 8 for cdc, 65 for the official models)", minimum=1),
+        "gamma": Option(float, NOISE_SCALE, "scale of the initial noise x_T = gamma * N(0, I)", minimum=0),
+        "max_batch_pixels": Option(int, MAX_BATCH_PIXELS, "most batch x H x W pixels per UNet call", minimum=1),
+        "amp": AMP_OPTION,
+        "weights_dir": Option(Path, None, "folder searched first for the checkpoint files"),
+    }
 
     def __init__(self, device: str | None = None, steps: int | None = None, gamma: float = NOISE_SCALE,
                  max_batch_pixels: int = MAX_BATCH_PIXELS, amp: str | None = None,

@@ -70,9 +70,9 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.base import AMP_OPTION, Availability, Codec, CodecUnavailable, Option, RatePoint
 from rdp_bench.codecs.corrdiff_parts import (
-    GRANULARITY_IDS, QUANTIZER_IDS, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
+    GRANULARITIES, GRANULARITY_IDS, QUANTIZER_IDS, QUANTIZERS, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
     solve_gamma_gradient, solve_gamma_mse,
 )
 from rdp_bench.container import BitstreamError, Container
@@ -161,6 +161,20 @@ class CorrDiff(Codec):
     wants_gpu = True
     supports_amp = True
     mode: ClassVar[str] = "corrected"
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "steps": Option(int, DEFAULT_STEPS, "DDIM steps N (written in the payload; the paper's N is 8)",
+                        minimum=1, maximum=MAX_STEPS),
+        "gamma_granularity": Option(str, "scalar", "one γ per step (scalar), per channel, or per tile",
+                                    choices=GRANULARITIES),
+        "gamma_tile": Option(int, 64, "tile side in px with gamma_granularity=tile", minimum=8, maximum=4096),
+        "gamma_precision": Option(str, "float16", "how each γ is stored", choices=tuple(sorted(QUANTIZERS))),
+        "gamma_solver": Option(str, "mse", "closed-form MSE γ, or Adam steps on MSE + perceptual_weight·(1 − MS-SSIM)",
+                               choices=("mse", "mse+msssim")),
+        "perceptual_weight": Option(float, 0.1, "MS-SSIM weight of gamma_solver=mse+msssim", minimum=0),
+        "checkpoint": Option(Path, None, "another score-network checkpoint (.safetensors + .json manifest)"),
+        "amp": AMP_OPTION,
+        "max_batch_pixels": Option(int, MAX_BATCH_PIXELS, "most batch x H x W pixels per network call", minimum=1),
+    }
 
     def __init__(self, device: str | None = None, *, steps: int | None = None, gamma_granularity: str = "scalar",
                  gamma_tile: int = 64, gamma_precision: str = "float16", gamma_solver: str = "mse",

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Option, RatePoint
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, config_from_state_dict
 from rdp_bench.codecs.zoo import CUSTOM_RATE_ID, WeightsEntry
@@ -58,6 +58,9 @@ class HiFiCFamily(Codec):
     """Shared by HiFiC and MS-ILLM: one HiFiC-architecture model per rate point, loaded lazily."""
 
     wants_gpu: ClassVar[bool] = False
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "checkpoint": Option(Path, None, "one HiFiC-architecture weights file to run instead of the table (--checkpoint)"),
+    }
 
     def __init__(self, device: str | None = None, checkpoint: str | Path | None = None, **options: Any) -> None:
         super().__init__(device, **options)
@@ -133,6 +136,9 @@ class HiFiC(HiFiCFamily):
     name = "hific"
     #: the rate points (stable ids, files, sha256); a class attribute so a test can run another table
     weights_table: ClassVar[tuple[WeightsEntry, ...]] = TABLE
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "weights_dir": Option(Path, None, "folder holding the table's checkpoint files (default: the bundled ones)"),
+    }
     description = ("HiFiC architecture (NeuralCompression-compatible), bundled tiny CPU-trained checkpoints; "
                    "checkpoint=FILE for your own")
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
-from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
+from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Option, RatePoint
 from rdp_bench.codecs.checkpoints import load_state_dict
 from rdp_bench.container import Container
 
@@ -34,6 +34,9 @@ class Hyperprior(Codec):
     name = "hyperprior"
     description = ("rdp-bench variable-rate mean-scale hyperprior (CompressAI mbt2018-mean layout + gain units), "
                    "small CPU-trained model; CorrDiff's compressor + D")
+    OPTIONS: ClassVar[dict[str, Option]] = {
+        "checkpoint": Option(Path, None, "another gained-hyperprior checkpoint (.safetensors + .json manifest)"),
+    }
 
     def __init__(self, device: str | None = None, checkpoint: str | Path | None = None, **options: Any) -> None:
         super().__init__(device, **options)

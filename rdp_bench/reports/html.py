@@ -381,8 +381,13 @@ def _reconstruction(agg: Aggregate, codec: str, row: dict[str, Any], codec_cache
     from rdp_bench.imageio import quantize_8bit, tensor_to_uint8
 
     if inner not in codec_cache:
-        # the options the run used (e.g. checkpoint=FILE), so the bitstream decodes with the same weights
-        options = next((e.get("codec_options") or {} for e in reversed(run.entries) if inner in e.get("codecs", {})), {})
+        # the options the run used (e.g. checkpoint=FILE), so the bitstream decodes with the same weights:
+        # per codec where the run recorded them, else the run's flat options this codec declares
+        from rdp_bench.codecs import options_for
+
+        entry = next((e for e in reversed(run.entries) if inner in e.get("codecs", {})), {})
+        recorded = (entry.get("codecs") or {}).get(inner, {}).get("options")
+        options = recorded if recorded is not None else options_for(inner, entry.get("codec_options") or {})
         codec_cache[inner] = get_codec(inner, device="cpu", **options)
     decoded = codec_cache[inner].decode([stream.read_bytes()])[0]
     return tensor_to_uint8(quantize_8bit(decoded.float().cpu()))
