@@ -336,6 +336,7 @@ def train_corrdiff_cmd(
     val_every: int = typer.Option(1000, "--val-every"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the score network)."),
     compressor: Optional[Path] = typer.Option(None, "--compressor", help="Frozen hyperprior checkpoint (default: the bundled one)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled score-net checkpoint's weights."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
@@ -361,7 +362,8 @@ def train_corrdiff_cmd(
     except ValueError:
         _fail(f"--widths takes comma-separated integers, got {widths!r}")
     cfg = ScoreJobConfig(widths=width_values, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
-                         val_every=val_every, device=device, compressor=str(compressor or HYPERPRIOR_CHECKPOINT))
+                         val_every=val_every, device=device, compressor=str(compressor or HYPERPRIOR_CHECKPOINT),
+                         init=str(init) if init else "")
     if device.startswith("cuda") and not __import__("torch").cuda.is_available():
         _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
     try:

@@ -422,3 +422,11 @@ def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_code
         (tmp_path / "out" / f.name).write_bytes(f.read_bytes())
     out = _codec("corrdiff", path).decode(_codec("corrdiff", path).encode([photo(40, 45)], 1))[0]
     assert out.shape == (3, 40, 45)
+    # a new job (a later session, no state) warm-starts from the exported weights
+    from dataclasses import replace
+
+    from rdp_bench.codecs.checkpoints import load_state_dict
+
+    warm = train_score(replace(cfg, init=str(path)), "c", tmp_path, until_step=0, log=quiet)
+    started = torch.load(warm / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(started[k], v) for k, v in load_state_dict(path).items())

@@ -55,6 +55,8 @@ class ScoreJobConfig:
     device: str = "cpu"
     #: the frozen compressor + D (a bundled hyperprior checkpoint); its sha256 goes into the state
     compressor: str = str(HYPERPRIOR_CHECKPOINT)
+    #: bundled score-net checkpoint whose weights start a new job (fresh optimizer and EMA); "" = zero head
+    init: str = ""
 
     def net_config(self, decoder_channels: int) -> ScoreNetConfig:
         return ScoreNetConfig(widths=tuple(self.widths), blocks=self.blocks, decoder_channels=decoder_channels)
@@ -118,6 +120,18 @@ def validate(net: ScoreNet, compressor, images: list[torch.Tensor], levels: list
     return rows
 
 
+def _warm_start(net: ScoreNet, path: Path, compressor_path: Path) -> None:
+    """Weights of a bundled score-net checkpoint of the same architecture, trained on this compressor."""
+    from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest
+
+    manifest = read_manifest(path)
+    if ScoreNetConfig.from_dict(manifest["config"]) != net.config:
+        raise ValueError(f"{path} is a {manifest['config']} network, the job trains {net.config.to_dict()}")
+    if manifest["compressor"]["sha256"] != file_sha256(compressor_path):
+        raise ValueError(f"{path} was trained on another compressor than {compressor_path}")
+    net.load_state_dict(load_state_dict(path, expected_sha256=manifest["sha256"]))
+
+
 def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
     d = min(decay, (1 + step) / (10 + step))
     with torch.no_grad():
@@ -146,7 +160,11 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     device = torch.device(cfg.device)
     compressor, _ = load_compressor(compressor_path)
     compressor.to(device)
-    net = ScoreNet(cfg.net_config(compressor.config.N)).to(device)
+    net = ScoreNet(cfg.net_config(compressor.config.N))
+    if cfg.init and state is None:
+        _warm_start(net, Path(cfg.init), compressor_path)
+        log(f"[{job}] warm start from {cfg.init}")
+    net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
     step, watch, val_count, skipped = 0, Stopwatch(), 0, 0
