@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, open_job,
-                                    plot_curves, windowed_means)
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
+                                    open_job, plot_curves, windowed_means)
 
 HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
                          / "hyperprior-vr-n64m128.safetensors")
@@ -132,13 +132,6 @@ def _warm_start(net: ScoreNet, path: Path, compressor_path: Path) -> None:
     net.load_state_dict(load_state_dict(path, expected_sha256=manifest["sha256"]))
 
 
-def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
-    d = min(decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-
-
 def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEFAULT_JOBS_DIR,
                 minutes: float | None = None, photos_dir: Path | None = None, until_step: int | None = None,
                 log: Log = print) -> Path:
@@ -224,7 +217,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
                 continue
             opt.step()
             step += 1
-            _ema_update(ema, net, cfg.ema_decay, step)
+            ema_update(ema, net, cfg.ema_decay, step)
             for k, v in parts.items():
                 acc.setdefault(k, []).append(v)
             if step % 100 == 0:

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, open_job,
-                                    plot_curves, windowed_means)
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
+                                    open_job, plot_curves, windowed_means)
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,6 @@ class _KidProbe:
 
         feats = self.metric.features(torch.cat([self.extract(x[0]) for x in recs]))
         return kid_from_features(feats, self.ref)["kid"]
-
-
-def _ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
-    d = min(decay, (1 + step) / (10 + step))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
-            else:
-                ema[k].copy_(v)
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -228,7 +218,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             aux.backward()
             opt_aux.step()
             step += 1
-            _ema_update(ema, model, cfg.ema_decay, step)
+            ema_update(ema, model, cfg.ema_decay, step)
             for k, v in {"loss": loss.item(), "loss_aux": aux.item(), **parts}.items():
                 acc.setdefault(k, []).append(v)
             if step % 100 == 0:

@@ -168,6 +168,17 @@ def plot_curves(folder: Path, title: str) -> Path | None:
     return out
 
 
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
+    """EMA of the weights with the usual warm-up, (1 + step) / (10 + step); non-float entries are copied."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                ema[k].copy_(v)
+
+
 class Stopwatch:
     """CPU seconds of this process plus those of the runs before it (kept in the state)."""
 
