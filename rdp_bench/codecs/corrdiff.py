@@ -309,7 +309,8 @@ class CorrDiff(Codec):
              gammas: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Batched in chunks of at most ``max_batch_pixels``; -> (images in [-1,1] cropped, γ B x N x count)."""
         images, used = [], []
-        hp, wp = y_hat.shape[-2] * 16, y_hat.shape[-1] * 16
+        stride = self.compressor().coder(level).parts.latent_stride
+        hp, wp = y_hat.shape[-2] * stride, y_hat.shape[-1] * stride
         for sl in self._chunks(y_hat.shape[0], hp, wp):
             img, g = self._run_chunk(level, y_hat[sl], list(seeds)[sl], valid, steps, layout, precision,
                                      None if target is None else target[sl], None if gammas is None else gammas[sl])
@@ -373,8 +374,8 @@ class CorrDiff(Codec):
         coder = self.compressor().coder(level)
         b, _, h, w = batch.shape
         enc = coder.encode(batch)
-        # the trajectory starts from exactly the ŷ the decoder will see: decode our own strings
-        y_hat = coder.decode_latents(enc.payloads, (h, w))
+        # the trajectory starts from exactly the ŷ the decoder will see (the coder returns it with the strings)
+        y_hat = enc.y_hat
         seeds = [_noise_seed(p) for p in enc.payloads]
         steps = self.steps if self.mode != "e2e" else 0
         gamma_bytes = [b""] * b
