@@ -156,3 +156,25 @@ def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
     training = read_manifest(path)["training"]
     assert training["steps"] == 6 and "skimage_astronaut.png" in training["validation_photos"]
     assert "skimage_astronaut.png" not in training["train_photos"]
+
+
+def test_fp16_checkpoints_keep_the_architecture_constants(tmp_path):
+    """fp16 flushes the 1e-9 likelihood bound to 0; loading must keep the module's own value, else a
+    far-off latent costs -log2(0) = inf bits (a warm-started job went NaN and validated at inf bpp)."""
+    config = GainedHyperpriorConfig(N=8, M=8, lambdas=(0.01, 0.02))
+    torch.manual_seed(0)
+    path = save_checkpoint(GainedMeanScaleHyperprior(config).state_dict(), tmp_path / "tiny.safetensors", {})
+    from rdp_bench.codecs.checkpoints import load_state_dict
+
+    stored = load_state_dict(path)
+    assert stored["gaussian_conditional.likelihood_lower_bound.bound"].item() == 0.0  # what fp16 keeps
+    model = GainedMeanScaleHyperprior(config)
+    model.load_state_dict(stored)
+    assert model.gaussian_conditional.likelihood_lower_bound.bound.item() == pytest.approx(1e-9)
+    assert model.entropy_bottleneck.likelihood_lower_bound.bound.item() == pytest.approx(1e-9)
+    model.eval()
+    x = torch.zeros(1, 3, 64, 64)
+    x[..., :8, :8] = 1.0  # a hard edge puts some latents far from their predicted mean
+    with torch.no_grad():
+        likelihoods = model(x, torch.tensor([1]))["likelihoods"]
+    assert all(torch.isfinite(-torch.log2(lk)).all() for lk in likelihoods.values())

@@ -27,6 +27,11 @@ from rdp_bench.codecs.hyperprior_coder import HyperpriorParts
 #: CompressAI's λ for MSE models (loss = λ·255²·MSE + bpp), lowest rate first; 0.0009 extends it down.
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
 
+#: buffers whose values the architecture fixes (CompressAI's ``LowerBound.bound`` and the GDN
+#: parametrizer's ``pedestal``). fp16 checkpoints flush the 1e-9 likelihood bound and the 2^-36 pedestal
+#: to 0, and a likelihood bound of 0 turns one far-off symbol into -log2(0) = inf bits (NaN gradients).
+ARCHITECTURE_CONSTANTS: tuple[str, ...] = (".bound", ".pedestal")
+
 
 @dataclass(frozen=True)
 class GainedHyperpriorConfig:
@@ -62,6 +67,13 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         init = torch.logspace(-1.0, 1.0, config.levels, base=2.0)[:, None].repeat(1, config.M)
         self.gain = nn.Parameter(init.clone())
         self.inv_gain = nn.Parameter(1.0 / init)
+
+    def load_state_dict(self, state_dict, strict: bool = True):  # type: ignore[override]
+        """Load weights, keeping this module's own architecture constants (see ``ARCHITECTURE_CONSTANTS``)."""
+        own = self.state_dict()
+        state_dict = {k: (own[k] if k.endswith(ARCHITECTURE_CONSTANTS) and k in own else v)
+                      for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict)
 
     def _gains(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.gain.abs()[level][:, :, None, None]
