@@ -51,6 +51,18 @@ def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str | Path, ma
     return path
 
 
+#: buffers whose values the architecture fixes (CompressAI's ``LowerBound.bound`` and the GDN
+#: parametrizer's ``pedestal``). fp16 checkpoints flush the 1e-9 likelihood bound and the 2^-36 pedestal
+#: to 0, and a likelihood bound of 0 turns one far-off symbol into -log2(0) = inf bits (NaN gradients).
+ARCHITECTURE_CONSTANTS: tuple[str, ...] = (".bound", ".pedestal")
+
+
+def with_architecture_constants(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the module's own values for its architecture constants (see above)."""
+    own = module.state_dict()
+    return {k: (own[k] if k.endswith(ARCHITECTURE_CONSTANTS) and k in own else v) for k, v in state_dict.items()}
+
+
 def read_manifest(weights: str | Path) -> dict[str, Any]:
     return json.loads(manifest_path(weights).read_text())
 

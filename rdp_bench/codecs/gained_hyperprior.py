@@ -22,15 +22,11 @@ import torch
 from compressai.models import MeanScaleHyperprior
 from torch import nn
 
+from rdp_bench.codecs.checkpoints import with_architecture_constants
 from rdp_bench.codecs.hyperprior_coder import HyperpriorParts
 
 #: CompressAI's λ for MSE models (loss = λ·255²·MSE + bpp), lowest rate first; 0.0009 extends it down.
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025, 0.0483)
-
-#: buffers whose values the architecture fixes (CompressAI's ``LowerBound.bound`` and the GDN
-#: parametrizer's ``pedestal``). fp16 checkpoints flush the 1e-9 likelihood bound and the 2^-36 pedestal
-#: to 0, and a likelihood bound of 0 turns one far-off symbol into -log2(0) = inf bits (NaN gradients).
-ARCHITECTURE_CONSTANTS: tuple[str, ...] = (".bound", ".pedestal")
 
 
 @dataclass(frozen=True)
@@ -69,11 +65,8 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
         self.inv_gain = nn.Parameter(1.0 / init)
 
     def load_state_dict(self, state_dict, strict: bool = True):  # type: ignore[override]
-        """Load weights, keeping this module's own architecture constants (see ``ARCHITECTURE_CONSTANTS``)."""
-        own = self.state_dict()
-        state_dict = {k: (own[k] if k.endswith(ARCHITECTURE_CONSTANTS) and k in own else v)
-                      for k, v in state_dict.items()}
-        return super().load_state_dict(state_dict, strict=strict)
+        """Load weights, keeping this module's own architecture constants (fp16 files flush them to 0)."""
+        return super().load_state_dict(with_architecture_constants(self, state_dict), strict=strict)
 
     def _gains(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.gain.abs()[level][:, :, None, None]

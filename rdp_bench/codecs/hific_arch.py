@@ -212,8 +212,10 @@ class HiFiCAutoencoder(CompressionModel):
 
     # --- real coding ---------------------------------------------------------------------------
     def load_state_dict(self, state_dict, strict: bool = True):  # type: ignore[override]
-        self._coders = None
-        return super().load_state_dict(state_dict, strict=strict)
+        from rdp_bench.codecs.checkpoints import with_architecture_constants
+
+        self._coders = None  # fp16 files flush the likelihood bounds to 0: keep the module's own
+        return super().load_state_dict(with_architecture_constants(self, state_dict), strict=strict)
 
     def train(self, mode: bool = True):  # type: ignore[override]
         self._coders = None  # tables are rebuilt from the (changed) weights
