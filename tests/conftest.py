@@ -1,4 +1,6 @@
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -25,3 +27,20 @@ def photo_tensor(h: int, w: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture
 def photo():
     return photo_tensor
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def v1_stream(codec: str, rate_id: int, height: int, width: int, payload: bytes) -> bytes:
+    """A format-v1 container, laid out as rdp-bench wrote them before the codec ids (name in the header)."""
+    name = codec.encode("ascii")
+    return _with_crc(struct.pack(">4sBB", b"RDPB", 1, len(name)) + name
+                     + struct.pack(">HIII", rate_id, height, width, len(payload)) + payload)
+
+
+def raw_v2_stream(codec_id: int, rate_id: int, height: int, width: int, payload: bytes, version: int = 2) -> bytes:
+    """A CRC-valid v2 container with any header values, also those ``Container.pack`` refuses to write."""
+    return _with_crc(struct.pack(">4sBHHIII", b"RDPB", version, codec_id, rate_id, height, width, len(payload))
+                     + payload)

@@ -305,12 +305,14 @@ def test_missing_weights_at_decode_are_reported_as_such_not_as_a_bad_stream(micr
         _codec("corrdiff", tmp_path / "micro-score.safetensors").decode([stream])
 
 
-def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
+def test_gamma_bits_are_in_the_payload_and_counted(micro_weights, photo):
     from rdp_bench.codecs.entropy import unpack_strings
-    from rdp_bench.container import Container, bits_per_pixel
+    from rdp_bench.container import Container, rate_of
 
     images = [photo(40, 45, seed=3)]
     base = _codec("corrdiff-diffusion-only", micro_weights).encode(images, 0)[0]
+    e2e = _codec("corrdiff-e2e", micro_weights).encode(images, 0)[0]
+    assert len(e2e) == len(base)  # the framing is the same for every codec (v1 billed the name's length)
     sizes = {}
     for gran, prec, per_value in [("scalar", "float16", 2), ("channel", "float16", 2), ("tile", "bfloat16", 2),
                                   ("scalar", "uint8", 1)]:
@@ -321,12 +323,15 @@ def test_gamma_bits_are_in_the_container_and_counted(micro_weights, photo):
         count = {"scalar": 1, "channel": 3, "tile": 3 * 3}[gran]
         assert len(gamma) == 3 * count * per_value  # 3 steps
         assert enc.extras["bpp_gamma"] == pytest.approx(8 * len(gamma) / (40 * 45))
-        # same ŷ stream as the diffusion-only one; the container grows by exactly the γ block
+        # same ŷ stream as the diffusion-only one; the stream grows by exactly the γ block, and so does bpp:
+        # corrdiff's bpp = corrdiff-e2e's (and diffusion-only's) + the γ bytes'
         _, no_gamma, latent0 = unpack_strings(Container.unpack(base).payload)
         assert (latent, no_gamma) == (latent0, b"")
-        name_diff = len("corrdiff-diffusion-only") - len("corrdiff")
-        assert len(enc.bitstream) == len(base) - name_diff + len(gamma)
-        assert bits_per_pixel(enc.bitstream, 40, 45) == pytest.approx(8 * len(enc.bitstream) / (40 * 45))
+        assert len(enc.bitstream) == len(base) + len(gamma)
+        for variant in (base, e2e):
+            assert rate_of(enc.bitstream).bpp == pytest.approx(rate_of(variant).bpp + enc.extras["bpp_gamma"],
+                                                               rel=0, abs=1e-12)
+        assert rate_of(enc.bitstream).bpp == pytest.approx(8 * len(rec.payload) / (40 * 45))
         sizes[(gran, prec)] = len(enc.bitstream)
         if gran == "tile":  # the layout that depends on the image size must decode too
             assert torch.equal(codec.decode([enc.bitstream])[0], codec.encoder_reconstructions[0])

@@ -26,7 +26,8 @@ def _fake_run(folder, dataset="clic2020-test", images=3, fid=True, protocol=None
             for i in range(images):
                 rows.append({"codec": codec, "checkpoint": "none", "rate_label": label, "rate_id": rid,
                              "dataset": dataset, "image_id": f"img{i}.png", "image_sha256": f"{i:064x}",
-                             "height": 512, "width": 768, "bytes": int(bpp * 512 * 768 / 8), "bpp": bpp,
+                             "height": 512, "width": 768, "bytes": int(bpp * 512 * 768 / 8),
+                             "container_bytes": int(bpp * 512 * 768 / 8) + 25, "bpp": bpp,
                              "psnr": psnr + 0.1 * i, "ms-ssim": 1 - 10 ** (-(psnr - 15) / 10)})
             if fid:
                 drows.append({"codec": codec, "checkpoint": "none", "rate_label": label, "rate_id": rid,

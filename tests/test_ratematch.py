@@ -10,15 +10,15 @@ from typer.testing import CliRunner
 from rdp_bench.bench.ratematch import encode_at_target, nearest_rate_id, search
 from rdp_bench.bench.runner import RunConfig, run_benchmark
 from rdp_bench.codecs import codec_availability, get_codec
-from rdp_bench.container import Container, bits_per_pixel
+from rdp_bench.container import FRAMING_BYTES, Container, rate_of
 
 
 def _bpp(codec, img, value):
-    """bpp of the container of one encode at this knob setting, made here independently of the search."""
+    """bpp (the payload's) of one encode at this knob setting, made here independently of the search."""
     out = codec.encode_payloads([img], codec.rate_control.point(value))[0]
     payload = out[0] if isinstance(out, tuple) else out
     h, w = img.shape[-2:]
-    return bits_per_pixel(Container(codec.name, 0, h, w, payload).pack(), h, w)
+    return rate_of(Container(codec.name, 0, h, w, payload).pack()).bpp
 
 
 @pytest.mark.parametrize("target", [0.35, 0.9])
@@ -28,7 +28,7 @@ def test_jpeg_search_finds_the_nearest_quality(photo, target):
     every = {q: _bpp(codec, img, q) for q in range(1, 101)}
     value, trials = search(codec, img, target)
     assert abs(every[value] - target) == min(abs(b - target) for b in every.values())
-    assert trials.results[value][2] == pytest.approx(every[value])  # the trial's bpp is the real container's
+    assert trials.results[value][2] == pytest.approx(every[value])  # the trial's bpp is the real payload's
     assert len(trials.results) <= 9  # a bisection, not a sweep of 100 qualities
 
 
@@ -84,7 +84,8 @@ def test_run_target_bpp_rows_per_image_at_equal_rate(tmp_path, photo):
     assert len(table) == 2 * 2 * 3 and set(table["rate_label"]) == {"bpp0.4", "bpp1"}
     for _, row in table.iterrows():
         size = (out / row["bitstream"]).stat().st_size
-        assert row["bytes"] == size and row["bpp"] == pytest.approx(8 * size / (row["height"] * row["width"]))
+        assert row["container_bytes"] == size and row["bytes"] == size - FRAMING_BYTES
+        assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["height"] * row["width"]))
         assert abs(row["bpp"] - row["target_bpp"]) < 0.25 * row["target_bpp"]
         assert json.loads(row["rate_params"])["target_bpp"] == row["target_bpp"] and row["psnr"] > 20
         assert row["rate_id"] == -1

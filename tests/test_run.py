@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from rdp_bench.bench.runner import RunConfig, run_benchmark
 from rdp_bench.cli import app
+from rdp_bench.container import FRAMING_BYTES, Container
 
 
 def test_cli_run_writes_everything(tmp_path):
@@ -23,15 +24,19 @@ def test_cli_run_writes_everything(tmp_path):
     assert set(table["rate_label"]) == {"q10", "q75"}
     for _, row in table.iterrows():
         size = (out / row["bitstream"]).stat().st_size
-        assert row["bytes"] == size
-        assert row["bpp"] == pytest.approx(8 * size / (row["height"] * row["width"]))
+        payload = len(Container.unpack((out / row["bitstream"]).read_bytes()).payload)
+        # bpp counts the payload (the field's convention); the file, framing included, is beside it
+        assert row["bytes"] == payload == size - FRAMING_BYTES and row["container_bytes"] == size
+        assert row["bpp"] == pytest.approx(8 * payload / (row["height"] * row["width"]))
+        assert row["bpp_container"] == pytest.approx(8 * size / (row["height"] * row["width"]))
         assert row["psnr"] > 20
     summary = json.loads((out / "summary" / "jpeg.json").read_text())
     assert summary["name"] == "jpeg"
     assert len(summary["results"]["bpp"]) == 2 and len(summary["results"]["psnr-rgb"]) == 2
     assert summary["results"]["bpp"][0] < summary["results"]["bpp"][1]
+    assert all(c > b for b, c in zip(summary["results"]["bpp"], summary["results"]["bpp_container"]))
     prov = json.loads((out / "provenance.json").read_text())["runs"][-1]
-    for key in ("command", "packages", "git_revision", "device", "seed", "codecs"):
+    for key in ("command", "packages", "git_revision", "device", "seed", "codecs", "bitstream_format"):
         assert key in prov
     assert prov["packages"]["torch"]
 
@@ -127,3 +132,31 @@ def test_stored_bitstream_keeps_its_rate_point_when_checkpoints_are_added(tmp_pa
     assert again["rate_id"] == 2 and again["psnr"] == first["psnr"] and "ms-ssim" in again
     assert (tmp_path / "run" / "rows.jsonl").read_text().count('"encoding_time"') == 1
     assert json.loads(again["rate_params"])["target_bpp"] == 0.4
+
+
+def test_a_run_folder_written_in_format_v1_resumes_in_todays_convention(tmp_path):
+    """Old folders hold v1 streams (codec name in the header) and rows whose bytes/bpp counted that whole
+    container: the rows are converted exactly, and a new metric decodes the stored v1 streams."""
+    from conftest import v1_stream
+
+    out = tmp_path / "run"
+    cfg = RunConfig(codecs=["jpeg"], dataset="samples", out=out, limit=2, rates=["q10"], metrics=["psnr"],
+                    progress=False, device="cpu")
+    today = {r["image_id"]: r for r in run_benchmark(cfg).rows()}
+    legacy_lines = []
+    for row in today.values():  # rewrite the folder as the v1 code left it
+        rec = Container.unpack((out / row["bitstream"]).read_bytes())
+        old = v1_stream("jpeg", rec.rate_id, rec.height, rec.width, rec.payload)
+        (out / row["bitstream"]).write_bytes(old)
+        v1_row = {k: v for k, v in row.items() if k not in ("container_bytes", "bpp_container")}
+        legacy_lines.append(json.dumps({**v1_row, "bytes": len(old), "bpp": 8 * len(old) / (rec.height * rec.width)}))
+    (out / "rows.jsonl").write_text("\n".join(legacy_lines) + "\n")
+    cfg.metrics = ["psnr", "ms-ssim"]  # the stored (v1) bitstreams are decoded, not re-encoded
+    rows = run_benchmark(cfg).rows()
+    assert (out / "rows.jsonl").read_text().count('"encoding_time"') == 2
+    for row in rows:
+        was = today[row["image_id"]]
+        assert row["bytes"] == was["bytes"] and row["bpp"] == was["bpp"] and row["psnr"] == was["psnr"]
+        assert row["container_bytes"] == was["bytes"] + 24 + len("jpeg") and "ms-ssim" in row
+    table = pd.read_csv(out / "results.csv")
+    assert (table["bpp"] == table["bytes"] * 8 / (table["height"] * table["width"])).all()

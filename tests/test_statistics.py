@@ -97,7 +97,8 @@ def _run_with_features(folder, images=4, patches_per_image=6, dim=8, partials=Tr
                 sha = f"{i:02x}" + "e" * 62  # hex letters (all digits would read as a number), distinct 24-char prefixes
                 rows.append({"codec": codec, "checkpoint": "none", "rate_label": label, "rate_id": rid,
                              "dataset": "samples", "image_id": f"img{i}.png", "image_sha256": sha, "height": 512,
-                             "width": 768, "bytes": int(bpp * 512 * 768 / 8), "bpp": bpp, "psnr": psnr + 0.1 * i})
+                             "width": 768, "bytes": int(bpp * 512 * 768 / 8),
+                             "container_bytes": int(bpp * 512 * 768 / 8) + 25, "bpp": bpp, "psnr": psnr + 0.1 * i})
                 rec = refs[i] + (1.0 - bpp) * rng.normal(size=refs[i].shape)
                 feats[sha] = {"ref": refs[i].astype(np.float32), "rec": rec.astype(np.float32)}
                 for metric in ("fid", "kid"):

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from rdp_bench.container import FORMAT_VERSION
+
 PACKAGES = ("rdp-bench", "torch", "torchvision", "compressai", "numpy", "pillow", "pandas", "pytorch-msssim",
             "lpips", "DISTS-pytorch", "torch-fidelity", "piq", "av", "imagecodecs", "bjontegaard", "ray")
 
@@ -55,4 +57,5 @@ def base_provenance(device: torch.device, seed: int, argv: list[str] | None = No
         "git_revision": git_revision(),
         "device": device_description(device),
         "seed": seed,
+        "bitstream_format": FORMAT_VERSION,  # 2: fixed framing, codec ids; bpp counts the payload
     }

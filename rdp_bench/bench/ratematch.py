@@ -1,8 +1,8 @@
 """Rate matching (``rdp-bench run --target-bpp 0.1,0.2,0.4``): per image, the codec setting nearest a bpp.
 
 For a codec with a tunable rate (``Codec.rate_control``: JPEG/WebP/AVIF quality, JPEG XL distance,
-JPEG 2000 ratio, BPG q) the knob is bisected on the *real* container of each trial encode: bpp is
-``8 x len(container) / (H x W)``, header and CRC included, as everywhere else. The search assumes the
+JPEG 2000 ratio, BPG q) the knob is bisected on the *real* bitstream of each trial encode: bpp is
+``8 x len(payload) / (H x W)``, the codec's own bytes without the container's framing, as everywhere else. The search assumes the
 rate grows monotonically with the knob (in its direction), brackets the target between two settings and
 halves the bracket: an integer knob until the two settings are adjacent, a continuous one for
 ``CONTINUOUS_STEPS`` halvings or until a trial lands within ``CONTINUOUS_TOLERANCE`` of the target.
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from rdp_bench.codecs.base import Codec, Encoded, RateControl
-from rdp_bench.container import Container, bits_per_pixel
+from rdp_bench.container import Container
 
 #: halvings of a continuous knob's bracket (in log space for log-scale knobs: 1/2**16 of the range)
 CONTINUOUS_STEPS = 16
@@ -57,7 +57,7 @@ class _Trials:
             payload, extras = out if isinstance(out, tuple) else (out, {})
             _, h, w = self.image.shape
             container = Container(self.codec.name, nearest_rate_id(self.codec, v), h, w, bytes(payload)).pack()
-            self.results[v] = (container, dict(extras), bits_per_pixel(container, h, w))
+            self.results[v] = (container, dict(extras), 8.0 * len(payload) / (h * w))
         return self.results[v][2]
 
     def nearest(self, target: float) -> int | float:

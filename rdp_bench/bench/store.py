@@ -4,6 +4,11 @@
 image), each line flushed and fsync'ed. A run killed mid-write leaves at most one partial last line,
 which is dropped on the next open. ``results.csv`` is the tidy table materialised from it (one row per
 key, later entries completing earlier ones).
+
+Rate columns: ``bytes`` and ``bpp`` count the codec's payload; ``container_bytes`` and ``bpp_container``
+the whole file (``rdp_bench.container``). A row written under bitstream format v1 has no
+``container_bytes`` (its ``bytes``/``bpp`` were the v1 container's); ``upgrade_row``/``upgrade_table``
+convert such rows exactly wherever rows are read, so old run folders resume and compare in today's schema.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from rdp_bench.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from rdp_bench.container import legacy_rate_columns
 
 #: a row per file: two files with identical pixels keep their own rows (and image ids)
 KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256", "image_id")
@@ -26,6 +32,32 @@ KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256", "image_id")
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in KEY_FIELDS)
+
+
+def _is_legacy(container_bytes: Any, nbytes: Any) -> bool:
+    missing = container_bytes is None or (isinstance(container_bytes, float) and math.isnan(container_bytes))
+    return missing and isinstance(nbytes, (int, float, np.integer, np.floating)) and math.isfinite(nbytes)
+
+
+def upgrade_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` in today's rate columns: a format-v1 row (no ``container_bytes``) converted, others as they are."""
+    if not _is_legacy(row.get("container_bytes"), row.get("bytes")):
+        return row
+    return {**row, **legacy_rate_columns(str(row["codec"]), row["bytes"], row["height"], row["width"])}
+
+
+def upgrade_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``upgrade_row`` over a results table (a new table when any row changes)."""
+    if "bytes" not in table.columns:
+        return table
+    current = table["container_bytes"] if "container_bytes" in table.columns else [None] * len(table)
+    if not any(_is_legacy(c, b) for c, b in zip(current, table["bytes"])):
+        return table
+    out = pd.DataFrame([upgrade_row(r) for r in table.to_dict("records")], index=table.index)
+    for key in ("bytes", "container_bytes"):  # whole numbers again once every row has them
+        if out[key].notna().all():
+            out[key] = out[key].astype("int64")
+    return out
 
 
 def _json_default(value: Any) -> Any:
@@ -97,7 +129,7 @@ class ResultsStore:
     # per-image rows -------------------------------------------------------------------------
     def _merge(self, row: dict[str, Any]) -> None:
         key = row_key(row)
-        self._rows[key] = {**self._rows.get(key, {}), **row}
+        self._rows[key] = {**self._rows.get(key, {}), **upgrade_row(row)}
 
     def get(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         return self._rows.get(key)

@@ -20,7 +20,7 @@ import torch
 from rdp_bench.atomic import atomic_write_bytes
 from rdp_bench.codecs import Codec, get_codec
 from rdp_bench.codecs.base import target_of
-from rdp_bench.container import DEFAULT_MAX_PIXELS, bits_per_pixel
+from rdp_bench.container import DEFAULT_MAX_PIXELS, rate_of
 from rdp_bench.imageio import load_image_uint8, quantize_8bit, tensor_to_uint8, uint8_to_tensor
 from rdp_bench.metrics import DatasetMetric, ImageMetric, Metric, get_metric
 
@@ -153,8 +153,8 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
             "image_sha256": item.sha256,
             "height": h,
             "width": w,
-            "bytes": len(bitstreams[i]),
-            "bpp": bits_per_pixel(bitstreams[i], h, w),
+            # bpp and bytes: the payload (the field's convention); container_bytes, bpp_container: the file
+            **rate_of(bitstreams[i]).columns(),
             "decoding_time": dec_time,
             "device": str(codec.device),
             "bitstream": item.bitstream_rel,

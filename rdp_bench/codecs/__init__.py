@@ -1,5 +1,6 @@
 """Codec registry: one line per codec, imported lazily so a missing optional dependency only
-disables that codec.  Add a codec by writing one module and one line in ``REGISTRY``."""
+disables that codec.  Add a codec by writing one module, one line in ``REGISTRY`` and its id in
+``CODEC_IDS``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,31 @@ REGISTRY: dict[str, str] = {
     "corrdiff-diffusion-only": "rdp_bench.codecs.corrdiff:CorrDiffDiffusionOnly",
     "corrdiff-e2e": "rdp_bench.codecs.corrdiff:CorrDiffE2E",
 }
+
+#: the number a format-v2 bitstream's header carries for its codec (``rdp_bench.container``). Assigned once,
+#: never changed and never reused: a new codec takes the next free number; a removed codec's id moves to
+#: ``RETIRED_CODEC_IDS`` (so its old streams are named, not taken for another codec's). 0 is never assigned.
+CODEC_IDS: dict[str, int] = {
+    "jpeg": 1,
+    "hyperprior": 2,
+    "hific": 3,
+    "msillm": 4,
+    "bpg": 5,
+    "bpg444": 6,
+    "webp": 7,
+    "avif": 8,
+    "avif420": 9,
+    "jxl": 10,
+    "jpeg2000": 11,
+    "cdc": 12,
+    "cdc-official": 13,
+    "cdc-official-lpips": 14,
+    "corrdiff": 15,
+    "corrdiff-diffusion-only": 16,
+    "corrdiff-e2e": 17,
+}
+#: ids of codecs that were removed: reserved forever, id -> the codec's name
+RETIRED_CODEC_IDS: dict[int, str] = {}
 
 
 def codec_class(name: str) -> type[Codec]:
@@ -98,7 +124,8 @@ def list_codecs() -> list[str]:
 
 
 __all__ = [
-    "Availability", "Codec", "CodecOptionError", "CodecUnavailable", "Encoded", "Option", "RatePoint", "REGISTRY",
+    "Availability", "CODEC_IDS", "Codec", "CodecOptionError", "CodecUnavailable", "Encoded", "Option",
+    "RETIRED_CODEC_IDS", "RatePoint", "REGISTRY",
     "codec_availability", "codec_class", "get_codec", "list_codecs", "options_for", "route_codec_options",
     "select_device",
 ]

@@ -1,8 +1,8 @@
 """The one interface every codec implements.
 
 A subclass provides ``rate_points`` and two batch methods on payloads; the base class wraps each
-payload in the rdp-bench container (codec name, rate point, image size, CRC) so that decoding needs
-nothing but the bytes.
+payload in the rdp-bench container (format v2: the codec's registered id, the rate point's stable id,
+image size, CRC; ``rdp_bench.container``) so that decoding needs nothing but the bytes.
 """
 
 from __future__ import annotations

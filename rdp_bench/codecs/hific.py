@@ -8,7 +8,7 @@ user-supplied HiFiC-architecture checkpoint instead (any width; NeuralCompressio
 
 Payload: ``pack_strings([hyper-latent string, latent string])``; images are padded to a multiple of
 64 and cropped back. Each image reports ``bpp_estimated`` (from the model's likelihoods) next to the
-real bpp of its container, so the entropy-coding overhead is visible.
+real bpp of its payload, so the entropy-coding overhead is visible.
 """
 
 from __future__ import annotations

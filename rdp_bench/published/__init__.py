@@ -11,7 +11,8 @@ Protocol ids:
 * ``patches``: how FID/KID images were made. ``fid256`` is HiFiC's FID/256: non-overlapping 256×256 patches
   plus a second grid shifted by 128 px (rdp-bench's ``metrics/fid.py`` protocol). Empty: no FID/KID.
 * ``bpp``: ``mean-per-image`` is the mean over images of 8 × bitstream bytes / pixels (CompressAI's
-  convention, and rdp-bench's report). What the bytes include differs per source (see ``bpp_detail``).
+  convention, and rdp-bench's report, which counts the codec's payload without its container's framing).
+  What the bytes include differs per source (see ``bpp_detail``).
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ ENTRIES: dict[str, PublishedEntry] = {e.key: e for e in (
                       "128f00397509b9882aaaeea49f43f1714da083b4"),
         datasets={"kodak": "kodak"},
         protocol=Protocol(fid="", patches="", bpp=MEAN_PER_IMAGE,
-                          bpp_detail="bytes of the .bpg file per image, mean over images (rdp-bench's bpg444 adds "
-                                     "its container: compare with its bpp_bpg_equiv column)"),
+                          bpp_detail="bytes of the .bpg file per image, mean over images (rdp-bench's bpg444 "
+                                     "payload is the full HEVC stream unless bpgenc is installed: compare with its "
+                                     "bpp_bpg_equiv column)"),
         checkpoints="bpgenc 0.9.8, x265, 4:4:4, ycbcr, 8-bit"),
     PublishedEntry(
         key="mbt2018-mean-compressai", label="mbt2018-mean (CompressAI)",

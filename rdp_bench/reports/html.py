@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from rdp_bench.atomic import atomic_write_text
+from rdp_bench.container import FRAMING_BYTES
 from rdp_bench.reports.bdrate import BDTable, to_html
 from rdp_bench.reports.runs import Aggregate, metric_spec
 
@@ -673,7 +674,8 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
     sections = [f"<h1>{html.escape(title)}</h1>",
                 f"<p>Codecs: {html.escape(', '.join(agg.codecs))}. Anchor: <b>{html.escape(anchor)}</b>. "
                 f"BD interpolation: <b>{html.escape(method)}</b>. Images compared: {agg.rows['image_sha256'].nunique()}. "
-                "bpp is measured from the bytes of each written bitstream (container header included).</p>"]
+                "bpp is measured from the bytes of each written bitstream: the codec's payload, without the "
+                f"rdp-bench container's {FRAMING_BYTES} bytes of framing (CompressAI's convention).</p>"]
     sections += [f"<p class='warn'>{_inline(w)}</p>" for w in [*(notes or []), *agg.warnings]]
     patches = agg.points["fid_patches"].dropna() if "fid_patches" in agg.points.columns else []
     if len(patches):

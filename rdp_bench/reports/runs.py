@@ -2,7 +2,8 @@
 
 Aggregation rules (the same as ``summary/<codec>.json`` so that every number agrees):
 
-* **bpp** is the mean over images of each image's bpp (CompressAI's convention). The pooled
+* **bpp** is the mean over images of each image's bpp, which counts the codec's payload and not the
+  container's framing (CompressAI's convention; ``bpp_container`` has the file's). The pooled
   ``total bits / total pixels`` is reported next to it as ``bpp_pooled``; on datasets whose images
   all have one size (Kodak) the two are equal.
 * per-image quality metrics (PSNR, MS-SSIM, LPIPS, DISTS, ...) are means over images;
@@ -25,6 +26,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
+
+from rdp_bench.bench.store import upgrade_table
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ REPORT_ORDER: tuple[str, ...] = ("psnr", "ms-ssim", "lpips", "dists", "fid", "ki
 #: per-image columns that are not quality metrics
 NON_METRIC_COLUMNS = {
     "codec", "checkpoint", "rate_label", "rate_id", "rate_params", "dataset", "image_id", "image_sha256",
-    "height", "width", "bytes", "bpp", "decoding_time", "encoding_time", "device", "bitstream", "unavailable",
+    "height", "width", "bytes", "container_bytes", "bpp", "decoding_time", "encoding_time", "device", "bitstream",
+    "unavailable",
 }
 
 _SPECS: dict[str, MetricSpec] = {}
@@ -116,7 +120,7 @@ def load_run(path: str | Path) -> Run:
     results = path / "results.csv"
     if not results.exists():
         raise ReportError(f"{path} is not a run folder: {results} is missing (run `rdp-bench run --out {path}` first)")
-    rows = pd.read_csv(results)
+    rows = upgrade_table(pd.read_csv(results))  # a format-v1 folder's rows in today's rate columns
     if rows.empty:
         raise ReportError(f"{results} has no rows")
     dataset_csv = path / "dataset_metrics.csv"

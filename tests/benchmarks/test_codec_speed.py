@@ -13,6 +13,7 @@ test). Measure with::
 import pytest
 
 from rdp_bench.codecs import get_codec
+from rdp_bench.container import rate_of
 from rdp_bench.datasets import SAMPLES_DIR
 from rdp_bench.imageio import load_image
 
@@ -30,7 +31,7 @@ def _record(benchmark, img, bitstream: bytes) -> None:
     _, h, w = img.shape
     mp = h * w / 1e6
     benchmark.extra_info.update({"image": IMAGE, "height": h, "width": w, "megapixels": mp,
-                                 "bytes": len(bitstream), "bpp": 8 * len(bitstream) / (h * w)})
+                                 **rate_of(bitstream).columns()})
     stats = getattr(benchmark, "stats", None)
     if stats is not None and getattr(stats, "stats", None) is not None:
         benchmark.extra_info["seconds_per_megapixel"] = stats.stats.mean / mp
