@@ -4,7 +4,7 @@ reference table exactly (bytes and PSNR)."""
 from __future__ import annotations
 
 import csv
-import shutil
+import os
 from pathlib import Path
 
 import numpy as np
@@ -77,36 +77,62 @@ def _reference_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not __import__("os").environ.get("RDP_BENCH_BPG_REFERENCE"),
-                    reason="144 bpgenc runs: set RDP_BENCH_BPG_REFERENCE=1 (its runtime is not yet measured)")
-@pytest.mark.parametrize("backend_bin", ["shared", "built"])
-def test_binary_backend_reproduces_the_reference_table(backend_bin, built_bpg, monkeypatch, tmp_path):
-    """Every (image, q, chroma) of the shared table: the same .bpg bytes, and PSNR to 1e-3 dB."""
+def _reference_images() -> list[str]:
+    """The table's images in file order (empty without the table: the test then skips with a reason)."""
+    if not REFERENCE.is_file():
+        return []
+    with REFERENCE.open() as f:
+        return list(dict.fromkeys(row["image"] for row in csv.DictReader(f)))
+
+
+def _check_reference_rows(image: str) -> None:
+    """Every (q, chroma) row of ``image``: the codec's payload is the same .bpg file (byte count) and
+    its decoded RGB has the same PSNR to 1e-3 dB."""
     from rdp_bench.codecs.bpg import BPG, BPG444
     from rdp_bench.container import Container
     from rdp_bench.imageio import load_image_uint8, uint8_to_tensor
 
-    rows = _reference_rows()
-    if backend_bin == "shared":
-        if not (SHARED_BPG / "bin" / "bpgenc").is_file():
-            pytest.skip("needs ../shared/bpg/bin")
-        monkeypatch.setenv("RDP_BENCH_CACHE", str(tmp_path))  # no built binaries: PATH is used
-        monkeypatch.setenv("PATH", f"{SHARED_BPG / 'bin'}:{__import__('os').environ['PATH']}")
-    else:
-        monkeypatch.setenv("RDP_BENCH_CACHE", str(built_bpg))
+    rows = [r for r in _reference_rows() if r["image"] == image]
+    assert len(rows) == 12, f"{image}: expected 6 q x 2 chroma rows, got {len(rows)}"
     codecs = {"420": BPG(device="cpu", backend="binary"), "444": BPG444(device="cpu", backend="binary")}
-    images = {}
+    rgb = load_image_uint8(PHOTOS / image)
     for row in rows:
-        name = row["image"]
-        if name not in images:
-            images[name] = load_image_uint8(PHOTOS / name)
-        rgb = images[name]
         codec = codecs[row["chroma"]]
         stream = codec.encode([uint8_to_tensor(rgb)], f"q{row['q']}")[0]
         payload = Container.unpack(stream).payload
+        assert payload.startswith(b"BPG\xfb"), "the binary backend must write the .bpg file itself"
         assert len(payload) == int(row["bytes"]), row
         decoded = codec.decode([stream])[0]
         out = np.clip(np.round(decoded.numpy().transpose(1, 2, 0) * 255), 0, 255)
         mse = np.mean((out - rgb.astype(np.float64)) ** 2)
         assert abs(10 * np.log10(255 ** 2 / mse) - float(row["psnr"])) < 1e-3, row
+
+
+#: photos checked by default (the two smallest, 24 bpgenc/bpgdec runs); RDP_BENCH_BPG_REFERENCE=1 runs all 12
+DEFAULT_REFERENCE_IMAGES = ("kivy_kiwi.png", "skimage_chelsea.png")
+
+
+@pytest.mark.parametrize("image", _reference_images() or ["(no reference table)"])
+def test_shared_binaries_reproduce_the_reference_table(image, monkeypatch, tmp_path):
+    """With ../shared/bpg/bin as the backend, the codec gives the shared table's bytes and PSNR exactly."""
+    if not REFERENCE.is_file():
+        pytest.skip(f"needs the reference table {REFERENCE}")
+    if not all((SHARED_BPG / "bin" / n).is_file() for n in ("bpgenc", "bpgdec")):
+        pytest.skip(f"needs bpgenc and bpgdec in {SHARED_BPG / 'bin'}")
+    if not PHOTOS.is_dir():
+        pytest.skip(f"needs the photos in {PHOTOS}")
+    if image not in DEFAULT_REFERENCE_IMAGES and not os.environ.get("RDP_BENCH_BPG_REFERENCE"):
+        pytest.skip("the other 10 photos (120 bpgenc runs): set RDP_BENCH_BPG_REFERENCE=1")
+    monkeypatch.setenv("RDP_BENCH_CACHE", str(tmp_path))  # no built binaries: PATH is used
+    monkeypatch.setenv("PATH", f"{SHARED_BPG / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    _check_reference_rows(image)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("RDP_BENCH_BPG_REFERENCE"),
+                    reason="builds bpgenc, then 144 bpgenc runs: set RDP_BENCH_BPG_REFERENCE=1")
+def test_built_binaries_reproduce_the_reference_table(built_bpg, monkeypatch):
+    """``rdp-bench install bpg --from`` the shared source gives the same binaries' output, every row."""
+    monkeypatch.setenv("RDP_BENCH_CACHE", str(built_bpg))
+    for image in _reference_images():
+        _check_reference_rows(image)
