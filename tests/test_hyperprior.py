@@ -115,8 +115,8 @@ def photos(tmp_path) -> Path:
 def _tiny_job(**kw):
     from rdp_bench.training.hyperprior import AutoencoderJobConfig
 
-    return AutoencoderJobConfig(N=8, M=12, lambdas=(0.005, 0.05), crop=64, batch=2, max_steps=6, val_every=3,
-                                kid_every=0, threads=1, **kw)
+    return AutoencoderJobConfig(**{"N": 8, "M": 12, "lambdas": (0.005, 0.05), "crop": 64, "batch": 2, "max_steps": 6,
+                                   "val_every": 3, "kid_every": 0, "threads": 1, **kw})
 
 
 def test_training_job_resumes_to_the_same_weights(photos, tmp_path):
@@ -156,6 +156,12 @@ def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
     training = read_manifest(path)["training"]
     assert training["steps"] == 6 and "skimage_astronaut.png" in training["validation_photos"]
     assert "skimage_astronaut.png" not in training["train_photos"]
+    # a warm-started job's manifest counts its parent's training too
+    child = train_autoencoder(_tiny_job(max_steps=3, init=str(path)), "child", tmp_path, photos_dir=photos, log=quiet)
+    child_training = read_manifest(export_autoencoder(child, tmp_path / "w2", "hp-child"))["training"]
+    assert child_training["warm_start"]["sha256"] == read_manifest(path)["sha256"]
+    assert child_training["steps"] == 3 and child_training["total_steps"] == 9
+    assert child_training["total_cpu_hours"] >= training["cpu_hours"]
 
 
 def test_fp16_checkpoints_keep_the_architecture_constants(tmp_path):

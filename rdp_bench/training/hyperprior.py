@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
-                                    open_job, plot_curves, windowed_means)
+                                    open_job, plot_curves, warm_start_lineage, windowed_means)
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,7 @@ def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
             "held_out": "the validation photos and the bundled samples images are never trained on",
             "batch": cfg["batch"], "lr": cfg["lr"], "ema_decay": cfg["ema_decay"], "job_config": cfg,
             "last_validation": [r for r in val if last_step is not None and int(r["step"]) == last_step],
+            **warm_start_lineage(cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
         },
     }
     model = GainedMeanScaleHyperprior(GainedHyperpriorConfig.from_dict(manifest["config"]))

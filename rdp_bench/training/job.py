@@ -200,3 +200,21 @@ def windowed_means(acc: dict[str, list[float]]) -> dict[str, float]:
 
 
 Log = Callable[[str], None]
+
+
+def warm_start_lineage(init: str, steps: int, cpu_hours: float) -> dict[str, Any]:
+    """What a job that started from ``init`` adds up to: the parent checkpoint (file, sha256, its steps and
+    CPU-hours) and the totals, so an exported manifest counts the whole training, not only the last job."""
+    if not init:
+        return {}
+    path = Path(init)
+    manifest = path.with_suffix(".json")
+    if not manifest.is_file():
+        return {"warm_start": {"file": path.name, "note": "parent manifest not found at export"}}
+    parent = json.loads(manifest.read_text())
+    parent_training = parent.get("training", {})
+    parent_steps = int(parent_training.get("total_steps", parent_training.get("steps", 0)))
+    parent_hours = float(parent_training.get("total_cpu_hours", parent_training.get("cpu_hours", 0.0)))
+    return {"warm_start": {"file": path.name, "sha256": parent.get("sha256"), "steps": parent_steps,
+                           "cpu_hours": parent_hours},
+            "total_steps": parent_steps + steps, "total_cpu_hours": round(parent_hours + cpu_hours, 3)}
