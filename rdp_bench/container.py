@@ -79,6 +79,23 @@ def _check_size(height: int, width: int) -> None:
         raise BitstreamError(f"invalid image size {height}x{width} in header")
 
 
+def _checked_payload(data: bytes, start: int, payload_len: int) -> bytes:
+    expected_len = start + payload_len + _CRC.size
+    if len(data) != expected_len:
+        raise BitstreamError(
+            f"bitstream length {len(data)} does not match the header's {expected_len} bytes (truncated or padded)"
+        )
+    (crc,) = _CRC.unpack_from(data, expected_len - _CRC.size)
+    if zlib.crc32(data[: expected_len - _CRC.size]) != crc:
+        raise BitstreamError("bitstream checksum mismatch: the data is corrupt")
+    return data[start : start + payload_len]
+
+
+def _expect(codec: str, expected: str | None) -> None:
+    if expected is not None and codec != expected:
+        raise BitstreamError(f"bitstream was written by codec {codec!r}, not {expected!r}")
+
+
 @dataclass(frozen=True)
 class Container:
     codec: str
@@ -139,23 +156,6 @@ class Container:
         _expect(codec, expected_codec)
         _check_size(height, width)
         return cls(codec, rate_id, height, width, payload)
-
-
-def _checked_payload(data: bytes, start: int, payload_len: int) -> bytes:
-    expected_len = start + payload_len + _CRC.size
-    if len(data) != expected_len:
-        raise BitstreamError(
-            f"bitstream length {len(data)} does not match the header's {expected_len} bytes (truncated or padded)"
-        )
-    (crc,) = _CRC.unpack_from(data, expected_len - _CRC.size)
-    if zlib.crc32(data[: expected_len - _CRC.size]) != crc:
-        raise BitstreamError("bitstream checksum mismatch: the data is corrupt")
-    return data[start : start + payload_len]
-
-
-def _expect(codec: str, expected: str | None) -> None:
-    if expected is not None and codec != expected:
-        raise BitstreamError(f"bitstream was written by codec {codec!r}, not {expected!r}")
 
 
 @dataclass(frozen=True)

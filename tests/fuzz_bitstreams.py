@@ -12,7 +12,10 @@ Cases:
   the inner framing, the hyper-latent string and (CorrDiff) the step/γ header repacked with a valid
   inner CRC, and one latent-string change that decodes all the way;
 * crafted sizes: every codec's stream under headers from 4K x 4K to 64K x 64K and a few pixels off,
-  and classical streams that declare a larger picture than their container (a 60000 x 60000 JPEG).
+  and classical streams that declare a larger picture than their container (a 60000 x 60000 JPEG);
+* framing (format v2, CRC-valid): every other codec's id and ids no codec has (refused), other rate ids
+  (refused, or an image of the header's size), unknown versions (refused), and the same stream in the
+  v1 layout (decodes).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import photo_tensor  # noqa: E402
-from rdp_bench.codecs import codec_availability, get_codec  # noqa: E402
+from conftest import photo_tensor, raw_v2_stream, v1_stream  # noqa: E402
+from rdp_bench.codecs import CODEC_IDS, codec_availability, get_codec  # noqa: E402
 from rdp_bench.codecs.entropy import pack_strings, unpack_strings  # noqa: E402
 from rdp_bench.container import BitstreamError, Container  # noqa: E402
 
@@ -115,6 +118,22 @@ def _crafted_sizes(codec, tally: Tally, rec: Container) -> None:
             tally.failures.append(f"header {h}x{w} was not refused ({outcome})")
 
 
+def _framing(codec, tally: Tally, rec: Container) -> None:
+    """CRC-valid containers whose framing lies about the codec, the rate point or the format version."""
+    own = CODEC_IDS[codec.name]
+    shape = (rec.height, rec.width)
+    for cid in [*(i for i in CODEC_IDS.values() if i != own), 0, max(CODEC_IDS.values()) + 1, 0xFFFF]:
+        if tally.run(codec, raw_v2_stream(cid, rec.rate_id, *shape, rec.payload), f"codec id {cid}") != "refused":
+            tally.failures.append(f"a stream with codec id {cid} was not refused by {codec.name} (id {own})")
+    for rid in (0, 1, rec.rate_id + 1, 999, 0xFFFF):  # refused, or decoded as that rate point: both fine
+        tally.run(codec, raw_v2_stream(own, rid, *shape, rec.payload), f"rate id {rid}", max_seconds=30.0)
+    for version in (0, 3, 255):
+        if tally.run(codec, raw_v2_stream(own, rec.rate_id, *shape, rec.payload, version), f"v{version}") != "refused":
+            tally.failures.append(f"a container of version {version} was not refused")
+    if tally.run(codec, v1_stream(codec.name, rec.rate_id, *shape, rec.payload), "v1 layout") != "image":
+        tally.failures.append("the same stream in the v1 layout did not decode")
+
+
 def _jpeg_declaring(height: int, width: int) -> bytes:
     """A small real JPEG whose SOF0 is patched to declare ``height`` x ``width``."""
     from PIL import Image
@@ -139,6 +158,7 @@ def fuzz_classical(name: str, rng: np.random.Generator, image: torch.Tensor) -> 
     for label, payload in _byte_mutations(rec.payload, rng, CLASSICAL_MUTATIONS):
         tally.run(codec, _with_payload(rec, payload), label, max_seconds=10.0)
     _crafted_sizes(codec, tally, rec)
+    _framing(codec, tally, rec)
     # a real stream of a larger picture inside this container: refused before it is decoded
     big = codec.encode([torch.full((3, 256, 384), 0.5)], point)[0]
     outcome = tally.run(codec, _with_payload(rec, Container.unpack(big).payload), "256x384 stream", max_seconds=0.5)
@@ -199,6 +219,7 @@ def fuzz_learned(name: str, rng: np.random.Generator, image: torch.Tensor) -> di
     y[len(y) // 2] ^= 0x5A
     tally.run(codec, _with_payload(rec, pack(parts[:-1] + [bytes(y)])), "latent byte", max_seconds=60.0)
     _crafted_sizes(codec, tally, rec)
+    _framing(codec, tally, rec)
     return {**tally.summary(), "rss_growth_mb": round(_rss_mb() - rss0, 1)}
 
 
