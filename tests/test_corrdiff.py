@@ -435,3 +435,18 @@ def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_code
     warm = train_score(replace(cfg, init=str(path)), "c", tmp_path, until_step=0, log=quiet)
     started = torch.load(warm / "state.pt", weights_only=True)["model"]
     assert all(torch.equal(started[k], v) for k, v in load_state_dict(path).items())
+    # ... also onto a continued version of its compressor (same rate points), not onto other rate points
+    from rdp_bench.codecs.checkpoints import save_checkpoint
+
+    hp = _micro_compressor()
+    with torch.no_grad():
+        hp.g_s[0].weight.mul_(1.01)
+    newer = save_checkpoint(hp.state_dict(), tmp_path / "newer" / "micro-hyperprior.safetensors",
+                            {"codec": "gained-hyperprior", "config": hp.config.to_dict()})
+    notes = []
+    train_score(replace(cfg, init=str(path), compressor=str(newer)), "d", tmp_path, until_step=0, log=notes.append)
+    assert any("fine-tuning" in n for n in notes)
+    other = save_checkpoint(hp.state_dict(), tmp_path / "other" / "micro-hyperprior.safetensors",
+                            {"codec": "gained-hyperprior", "config": {**hp.config.to_dict(), "lambdas": [0.01, 0.1]}})
+    with pytest.raises(ValueError, match="other rate points"):
+        train_score(replace(cfg, init=str(path), compressor=str(other)), "e", tmp_path, until_step=0, log=quiet)

@@ -120,16 +120,21 @@ def validate(net: ScoreNet, compressor, images: list[torch.Tensor], levels: list
     return rows
 
 
-def _warm_start(net: ScoreNet, path: Path, compressor_path: Path) -> None:
-    """Weights of a bundled score-net checkpoint of the same architecture, trained on this compressor."""
+def _warm_start(net: ScoreNet, path: Path, compressor_path: Path) -> str:
+    """Weights of a bundled score-net checkpoint of the same architecture. It may come from an earlier
+    version of this compressor (same config, e.g. before a continued stage 1): the residual it learnt is
+    the best start there is, and the new job's export pins the new compressor. Returns a note for the log."""
     from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest
 
     manifest = read_manifest(path)
     if ScoreNetConfig.from_dict(manifest["config"]) != net.config:
         raise ValueError(f"{path} is a {manifest['config']} network, the job trains {net.config.to_dict()}")
-    if manifest["compressor"]["sha256"] != file_sha256(compressor_path):
-        raise ValueError(f"{path} was trained on another compressor than {compressor_path}")
     net.load_state_dict(load_state_dict(path, expected_sha256=manifest["sha256"]))
+    if manifest["compressor"]["sha256"] == file_sha256(compressor_path):
+        return "same compressor"
+    if list(manifest["compressor"]["lambdas"]) != list(read_manifest(compressor_path)["config"]["lambdas"]):
+        raise ValueError(f"{path} was trained on a compressor with other rate points than {compressor_path}")
+    return f"trained on another version of the compressor ({manifest['compressor']['sha256'][:12]}…): fine-tuning"
 
 
 def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEFAULT_JOBS_DIR,
@@ -155,8 +160,8 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     compressor.to(device)
     net = ScoreNet(cfg.net_config(compressor.config.N))
     if cfg.init and state is None:
-        _warm_start(net, Path(cfg.init), compressor_path)
-        log(f"[{job}] warm start from {cfg.init}")
+        note = _warm_start(net, Path(cfg.init), compressor_path)
+        log(f"[{job}] warm start from {cfg.init} ({note})")
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
