@@ -12,7 +12,8 @@ sources (bpgenc.c, x265_glue.c, libbpg.c):
 * the picture padded to a multiple of 8 by replicating the last row/column of each plane
   (``image_pad``), so x265 codes no conformance window;
 * x265 with preset ``veryslow`` (bpgenc's default ``-m 8``), tune ``ssim``, ``keyint=1``,
-  ``info=0``, constant QP ``q + 1`` (x265_glue.c adds 1 for 8-bit input);
+  ``info=0``, constant QP ``q`` (x265_glue.c: ``p->rc.qp = params->qp``, no offset), and the lambda
+  tables of the x265 that bpgenc bundles (x265 4.x changed lambda2; see ``X265Emulation``);
 * decoding: bpgdec's 7-tap interpolation ``[2,-6,18,57,-10,4,-1]/64`` (mirrored for odd output
   samples), vertical first, then the fixed-point full-range YCbCr -> RGB of libbpg.
 
@@ -24,12 +25,14 @@ NAL units after the SPS (the VPS and full SPS are dropped, as bpgenc does).
 
 from __future__ import annotations
 
+import atexit
 import fractions
 import math
 import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -47,8 +50,6 @@ BPG_DOWNSAMPLE_TAPS = (2, -4, -8, 17, 57, 57, 17, -8, -4, 2)
 #: (IP1C6..IP1C0 over chroma samples i-3..i+3), sum 64. The right sample uses it reversed.
 BPG_UPSAMPLE_TAPS = (2, -6, 18, 57, -10, 4, -1)
 BPG_KR, BPG_KB = 0.299, 0.114  # BT.601
-#: x265_glue.c: ``p->rc.qp = params->qp + 1`` for 8-bit ("to match the JCTVC quality").
-X265_QP_OFFSET_8BIT = 1
 #: bpgenc pads the picture to a multiple of this (``cb_size = 8``).
 BPG_CB_SIZE = 8
 #: x265 4.x refuses pictures with a side below 16 pixels; smaller images are padded further.
@@ -191,24 +192,114 @@ def rgb_from_planes(planes: Sequence[np.ndarray], height: int, width: int, chrom
 
 
 # --- x265 through PyAV -----------------------------------------------------------------------------
-def x265_params(q: int) -> str:
+#: QP 0 .. QP_MAX_MAX = 69: the length of each of x265's two lambda tables
+X265_LAMBDA_QPS = 70
+
+
+def bundled_x265_lambdas(qp: int) -> tuple[float, float]:
+    """(lambda, lambda2) of the x265 that bpgenc 0.9.8 bundles (x265/source/common/constants.cpp, 8-bit):
+    lambda = 2^(QP/6 - 2) and lambda2 = 0.85 * lambda^2. x265 4.x keeps lambda but its lambda2 is
+    0.038 * exp(0.234 * QP), 0.76 (QP 19) to 0.81 (QP 44) times the old one: at the same QP it spends
+    more bits for more PSNR, which is most of the gap between the emulation and bpgenc."""
+    lam = 2.0 ** (qp / 6.0 - 2.0)
+    return lam, 0.85 * lam * lam
+
+
+@dataclass(frozen=True)
+class X265Emulation:
+    """How the x265 4.x of the PyAV wheel stands in for the x265 bundled with bpgenc 0.9.8.
+
+    bpgenc's x265_glue.c sets ``p->rc.qp = params->qp`` (no offset), so at ``-q Q`` the bundled x265
+    codes the I slice at ``Q - 3`` (ipratio 1.4). ``qp_offset`` shifts that QP; ``bundled_lambda``
+    gives x265 4.x the old lambda tables through ``--lambda-file`` (``bundled_x265_lambdas``), times
+    ``lambda_scale``; ``params`` are extra x265-params tokens. What each choice gives against real
+    bpgenc is measured by ``scripts/calibrate_bpg.py`` (results/bpg_calibration/).
+    """
+
+    qp_offset: int = 0
+    bundled_lambda: bool = False
+    lambda_scale: float = 1.0
+    params: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.lambda_scale != 1.0 and not self.bundled_lambda:
+            raise ValueError("lambda_scale scales the bundled x265's lambda tables: set bundled_lambda")
+
+    def label(self) -> str:
+        parts = [f"qp=q{self.qp_offset:+d}" if self.qp_offset else "qp=q"]
+        if self.bundled_lambda:
+            parts.append("bpgenc's x265 lambdas" + (f" x{self.lambda_scale:g}" if self.lambda_scale != 1.0 else ""))
+        return ", ".join(parts + list(self.params))
+
+
+#: The emulation the ``bpg`` codecs use. Measured against real bpgenc 0.9.8 on the 12 reference photos
+#: (scripts/calibrate_bpg.py, results/bpg_calibration/): bpgenc's own QP with its x265's lambdas is the
+#: closest candidate. Before, QP q+1 with x265 4.x's lambdas wrote 2.9 % (4:2:0) / 3.8 % (4:4:4) fewer
+#: bytes at 0.08 / 0.20 dB lower PSNR (BD-rate -1.5 % / +0.2 %); QP q with 4.x's lambdas, 9-10 % more.
+#: Now: +1.2 % / +0.6 % bytes, +0.02 / -0.02 dB, BD-rate +0.4 % / +0.6 %; within 1 % bytes and 0.035 dB
+#: per q for q 22..37, the residual (more bytes) is at q 42 and 47 (README, "BPG and the classical anchors").
+EMULATION = X265Emulation(qp_offset=0, bundled_lambda=True)
+#: its measured gaps, for provenance.json
+EMULATION_MEASURED = ("BD-rate vs bpgenc 0.9.8 on 12 photos: +0.37 % (4:2:0), +0.58 % (4:4:4); mean bytes +1.2 % / "
+                      "+0.6 %, PSNR +0.02 / -0.02 dB (scripts/calibrate_bpg.py)")
+
+_lambda_file_loaded: str | None = None  # x265 keeps --lambda-file tables for the rest of the process
+_lambda_dir: Path | None = None
+_lambda_files: dict[float, Path] = {}
+
+
+def x265_lambda_file(scale: float = 1.0) -> Path:
+    """A ``--lambda-file``: the bundled x265's lambda and lambda2 tables, lambda times ``scale``.
+
+    Written once per process into a private temporary folder (removed at exit)."""
+    global _lambda_dir
+    path = _lambda_files.get(scale)
+    if path is not None and path.is_file():
+        return path
+    if _lambda_dir is None or not _lambda_dir.is_dir():
+        _lambda_dir = Path(tempfile.mkdtemp(prefix="rdp-bench-x265-"))
+        atexit.register(shutil.rmtree, _lambda_dir, True)
+    lams = [bundled_x265_lambdas(qp) for qp in range(X265_LAMBDA_QPS)]
+    path = _lambda_dir / f"lambda-{len(_lambda_files)}.txt"
+    if ":" in str(path):
+        raise RuntimeError(f"bpg: x265-params cannot name a lambda file whose path has a ':' ({path}); set TMPDIR")
+    path.write_text(f"# lambda and lambda2 of the x265 bundled with libbpg 0.9.8, lambda x {scale!r} (rdp_bench)\n"
+                    + " ".join(f"{scale * lam:.10g}" for lam, _ in lams) + "\n"
+                    + " ".join(f"{scale * scale * lam2:.10g}" for _, lam2 in lams) + "\n")
+    _lambda_files[scale] = path
+    return path
+
+
+def x265_params(q: int, emulation: X265Emulation | None = None) -> str:
     """x265 settings of bpgenc 0.9.8 (x265_glue.c) for ``-q q -b 8`` in a single still picture."""
-    return ":".join([
-        f"qp={q + X265_QP_OFFSET_8BIT}",  # CQP rate control
+    global _lambda_file_loaded
+    emu = emulation or EMULATION
+    tokens = [
+        f"qp={q + emu.qp_offset}",  # CQP rate control
         "keyint=1", "frames=1",  # intra only, one picture
         "info=0",  # no version SEI (bEmitInfoSEI = 0)
         "rect=1", "amp=1",  # bEnableRectInter / bEnableAMP (bpgdec's SPS requires AMP)
         "repeat-headers=1",
         "log-level=error",
-    ])
+    ]
+    if emu.bundled_lambda:
+        path = x265_lambda_file(emu.lambda_scale)
+        tokens.append(f"lambda-file={path}")
+        _lambda_file_loaded = str(path)
+    elif _lambda_file_loaded:
+        # libx265 overwrites its global tables when it reads a lambda file and never restores them
+        raise RuntimeError(f"bpg: x265 in this process runs with the lambda tables of {_lambda_file_loaded}; "
+                           "an emulation with x265's own tables needs a fresh process")
+    return ":".join(tokens + list(emu.params))
 
 
-def expected_slice_qp(q: int) -> int:
+def expected_slice_qp(q: int, emulation: X265Emulation | None = None) -> int:
     """The slice QP x265 uses for an I picture in CQP mode: qp - 6*log2(ipratio), rounded down after +0.5."""
-    return int(q + X265_QP_OFFSET_8BIT - 6.0 * math.log2(X265_DEFAULT_IPRATIO) + 0.5)
+    emu = emulation or EMULATION
+    return int(q + emu.qp_offset - 6.0 * math.log2(X265_DEFAULT_IPRATIO) + 0.5)
 
 
-def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str) -> bytes:
+def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str, emulation: X265Emulation | None = None) -> bytes:
     import av
 
     h, w = planes[0].shape
@@ -219,7 +310,7 @@ def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str) -> bytes:
     # Metadata only (VUI, dropped from the .bpg size): tell HEVC decoders the samples are full-range
     # BT.601. Our decoder reads the raw planes and never converts them.
     ctx.color_range, ctx.colorspace = AVCOL_RANGE_JPEG, AVCOL_SPC_SMPTE170M
-    ctx.options = {"preset": "veryslow", "tune": "ssim", "x265-params": x265_params(q)}
+    ctx.options = {"preset": "veryslow", "tune": "ssim", "x265-params": x265_params(q, emulation)}
     frame = av.VideoFrame(w, h, pix_fmt)
     # Fill the planes ourselves: from_ndarray rejects 4:2:0 pictures whose H/2 is odd, and nothing
     # here must convert the full-range samples.
@@ -614,7 +705,8 @@ class BPG(Codec):
         return Availability(True)
 
     def checkpoint_id(self, rate_point: RatePoint) -> str:
-        return "bpgenc-binary" if self.uses_binary() else "x265-pyav"
+        # the emulation's id changes with its settings, so results of another emulation are not reused
+        return "bpgenc-binary" if self.uses_binary() else "x265-pyav-bpglambda"
 
     def provenance(self) -> dict[str, Any]:
         if self.uses_binary():
@@ -627,7 +719,12 @@ class BPG(Codec):
             "backend": "x265 through PyAV, bpgenc 0.9.8 pre/post-processing reproduced in Python",
             "pyav": av.__version__,
             "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
-            "x265_options": {"preset": "veryslow", "tune": "ssim", "x265-params": x265_params(0).replace("qp=1", "qp=Q+1")},
+            "x265_options": {"preset": "veryslow", "tune": "ssim", "x265-params": ":".join(
+                [f"qp=Q{EMULATION.qp_offset:+d}" if EMULATION.qp_offset else "qp=Q"]
+                + [t if not t.startswith("lambda-file=") else "lambda-file=<the bundled x265's tables>"
+                   for t in x265_params(0).split(":")[1:]])},
+            "emulation": EMULATION.label(),
+            "measured_against_bpgenc_0.9.8": EMULATION_MEASURED,
             "bpp_column": "bpp is the real container (full HEVC stream); bpp_bpg_equiv is the .bpg file size",
         }
 
