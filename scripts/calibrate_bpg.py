@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
           f"within +-{C.TARGET_BD_RATE_PCT} % (anchor: real bpgenc; akima; per image, then averaged).\n",
           "## Candidates\n"]
     md += [f"- `{n}` ({CANDIDATES[n][0].label()}): {CANDIDATES[n][1]}" for n in names]
+    md += [f"\nThe `bpg` codecs use `{B.EMULATION.label()}` (rdp_bench.codecs.bpg.EMULATION). Points: "
+           "points/<candidate>.csv (bytes, PSNR and the encoder's CPU seconds per image, chroma, q)."]
     md += ["\n## Summary\n", _md_table(summ.drop(columns=["emulation"]), {c: ".3f" for c in summ.columns})]
     for name in names:
         t = per_q[per_q["candidate"] == name].drop(columns=["candidate"])

@@ -114,19 +114,22 @@ def bd_rates(j: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(j: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per chroma: the worst per-q mean |dbytes| and |dPSNR|, and the per-image BD-rate mean/min/max."""
+    """Per chroma: the worst per-q mean |dbytes| and |dPSNR|, the overall means, the per-image BD-rate
+    mean/min/max, and the share of points within 2 % bytes and 0.05 dB."""
     gaps, bdr = per_q_gaps(j), bd_rates(j)
     out = {}
     for chroma in sorted(j["chroma"].unique()):
         gq, gb = gaps[gaps["chroma"] == chroma], bdr[bdr["chroma"] == chroma]["bd_rate_pct"]
+        jc = j[j["chroma"] == chroma]
         out[chroma] = {
             "worst_q_mean_abs_dbytes_pct": float(gq["mean_abs_dbytes_pct"].max()),
             "worst_q_mean_abs_dpsnr": float(gq["mean_abs_dpsnr"].max()),
-            "mean_dbytes_pct": float(j[j["chroma"] == chroma]["dbytes_pct"].mean()),
-            "mean_dpsnr": float(j[j["chroma"] == chroma]["dpsnr"].mean()),
+            "mean_dbytes_pct": float(jc["dbytes_pct"].mean()),
+            "mean_dpsnr": float(jc["dpsnr"].mean()),
             "bd_rate_mean_pct": float(gb.mean()),
             "bd_rate_min_pct": float(gb.min()),
             "bd_rate_max_pct": float(gb.max()),
+            "share_within_2pct_005db": float(((jc["dbytes_pct"].abs() <= 2.0) & (jc["dpsnr"].abs() <= 0.05)).mean()),
         }
     return out
 
