@@ -192,7 +192,10 @@ def test_rate_grows_with_quality_and_444_costs_more(photo):
     sizes = {n: [len(b) for p in get_codec(n).rate_points() for b in get_codec(n).encode([img], p)]
              for n in ("bpg", "bpg444")}
     assert sizes["bpg"] == sorted(sizes["bpg"]) and sizes["bpg444"] == sorted(sizes["bpg444"])
-    assert [p.label for p in get_codec("bpg").rate_points()] == ["q47", "q42", "q37", "q32", "q27", "q22"]
+    points = get_codec("bpg").rate_points()
+    assert [p.label for p in points] == ["q51", "q47", "q42", "q37", "q32", "q27", "q22", "q17"]
+    # ids are stable: the six points older streams carry keep theirs
+    assert [get_codec("bpg").rate_id(p) for p in points] == [6, 0, 1, 2, 3, 4, 5, 7]
     assert sizes["bpg444"][-1] > sizes["bpg"][-1]
 
 
