@@ -158,8 +158,12 @@ def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
     assert "skimage_astronaut.png" not in training["train_photos"]
     # a warm-started job's manifest counts its parent's training too
     child = train_autoencoder(_tiny_job(max_steps=3, init=str(path)), "child", tmp_path, photos_dir=photos, log=quiet)
+    import json
+
+    overwritten = json.loads(path.with_suffix(".json").read_text())  # an export may reuse the parent's name
+    path.with_suffix(".json").write_text(json.dumps({**overwritten, "sha256": "0" * 64, "training": {"steps": 999}}))
     child_training = read_manifest(export_autoencoder(child, tmp_path / "w2", "hp-child"))["training"]
-    assert child_training["warm_start"]["sha256"] == read_manifest(path)["sha256"]
+    assert child_training["warm_start"]["sha256"] == overwritten["sha256"]
     assert child_training["steps"] == 3 and child_training["total_steps"] == 9
     assert child_training["total_cpu_hours"] >= training["cpu_hours"]
 

@@ -25,7 +25,8 @@ import torch
 
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
-                                    open_job, plot_curves, warm_start_lineage, windowed_means)
+                                    open_job, plot_curves, record_parent, warm_start_lineage,
+                                    windowed_means)
 
 HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
                          / "hyperprior-vr-n64m128.safetensors")
@@ -161,6 +162,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     net = ScoreNet(cfg.net_config(compressor.config.N))
     if cfg.init and state is None:
         note = _warm_start(net, Path(cfg.init), compressor_path)
+        record_parent(folder, cfg.init)
         log(f"[{job}] warm start from {cfg.init} ({note})")
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -293,7 +295,7 @@ def export_score(job_dir: Path, out: Path, label: str) -> Path:
             "held_out": "the validation photos and the bundled samples images are never trained on",
             "batch": cfg["batch"], "lr": cfg["lr"], "ema_decay": cfg["ema_decay"], "job_config": cfg,
             "last_validation": [r for r in val if last_step is not None and int(r["step"]) == last_step],
-            **warm_start_lineage(cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
+            **warm_start_lineage(job_dir, cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
         },
     }
     net = ScoreNet(net_config)

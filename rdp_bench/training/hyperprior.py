@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
-                                    open_job, plot_curves, warm_start_lineage, windowed_means)
+                                    open_job, plot_curves, record_parent, warm_start_lineage,
+                                    windowed_means)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     model = GainedMeanScaleHyperprior(cfg.model_config())
     if cfg.init and state is None:
         _warm_start(model, Path(cfg.init))
+        record_parent(folder, cfg.init)
         log(f"[{job}] warm start from {cfg.init}")
     model.to(device)
     opt, opt_aux, main_params = _optimizers(model, cfg)
@@ -281,7 +283,7 @@ def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
             "held_out": "the validation photos and the bundled samples images are never trained on",
             "batch": cfg["batch"], "lr": cfg["lr"], "ema_decay": cfg["ema_decay"], "job_config": cfg,
             "last_validation": [r for r in val if last_step is not None and int(r["step"]) == last_step],
-            **warm_start_lineage(cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
+            **warm_start_lineage(job_dir, cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
         },
     }
     model = GainedMeanScaleHyperprior(GainedHyperpriorConfig.from_dict(manifest["config"]))

@@ -202,19 +202,34 @@ def windowed_means(acc: dict[str, list[float]]) -> dict[str, float]:
 Log = Callable[[str], None]
 
 
-def warm_start_lineage(init: str, steps: int, cpu_hours: float) -> dict[str, Any]:
-    """What a job that started from ``init`` adds up to: the parent checkpoint (file, sha256, its steps and
-    CPU-hours) and the totals, so an exported manifest counts the whole training, not only the last job."""
-    if not init:
-        return {}
-    path = Path(init)
+def record_parent(folder: Path, init: str) -> None:
+    """At a warm-started job's start, keep what its parent checkpoint was (file, sha256, steps, CPU-hours) in
+    ``parent.json``: an export may later overwrite the parent's file under the same name."""
+    if init:
+        tmp = folder / "parent.json.tmp"
+        tmp.write_text(json.dumps(_parent_summary(Path(init)), indent=1))
+        os.replace(tmp, folder / "parent.json")
+
+
+def _parent_summary(path: Path) -> dict[str, Any]:
     manifest = path.with_suffix(".json")
     if not manifest.is_file():
-        return {"warm_start": {"file": path.name, "note": "parent manifest not found at export"}}
+        return {"file": path.name, "note": "parent manifest not found"}
     parent = json.loads(manifest.read_text())
-    parent_training = parent.get("training", {})
-    parent_steps = int(parent_training.get("total_steps", parent_training.get("steps", 0)))
-    parent_hours = float(parent_training.get("total_cpu_hours", parent_training.get("cpu_hours", 0.0)))
-    return {"warm_start": {"file": path.name, "sha256": parent.get("sha256"), "steps": parent_steps,
-                           "cpu_hours": parent_hours},
-            "total_steps": parent_steps + steps, "total_cpu_hours": round(parent_hours + cpu_hours, 3)}
+    training = parent.get("training", {})
+    return {"file": path.name, "sha256": parent.get("sha256"),
+            "steps": int(training.get("total_steps", training.get("steps", 0))),
+            "cpu_hours": float(training.get("total_cpu_hours", training.get("cpu_hours", 0.0)))}
+
+
+def warm_start_lineage(folder: Path, init: str, steps: int, cpu_hours: float) -> dict[str, Any]:
+    """What a job that started from ``init`` adds up to: its parent (``parent.json``, else the parent's
+    manifest as it is now) and the totals, so an exported manifest counts the whole training."""
+    if not init:
+        return {}
+    recorded = Path(folder) / "parent.json"
+    parent = json.loads(recorded.read_text()) if recorded.is_file() else _parent_summary(Path(init))
+    if "steps" not in parent:
+        return {"warm_start": parent}
+    return {"warm_start": parent, "total_steps": parent["steps"] + steps,
+            "total_cpu_hours": round(parent["cpu_hours"] + cpu_hours, 3)}
