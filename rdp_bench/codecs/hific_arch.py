@@ -22,6 +22,7 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
 from compressai.ops import quantize_ste
 
+from rdp_bench.codecs.checkpoints import with_architecture_constants
 from rdp_bench.codecs.entropy import (
     FactorizedCoder, GaussianLatentCoder, bits_from_likelihoods, crop, pack_strings, pad_to_multiple,
     unpack_strings,
@@ -212,8 +213,6 @@ class HiFiCAutoencoder(CompressionModel):
 
     # --- real coding ---------------------------------------------------------------------------
     def load_state_dict(self, state_dict, strict: bool = True):  # type: ignore[override]
-        from rdp_bench.codecs.checkpoints import with_architecture_constants
-
         self._coders = None  # fp16 files flush the likelihood bounds to 0: keep the module's own
         return super().load_state_dict(with_architecture_constants(self, state_dict), strict=strict)
 
