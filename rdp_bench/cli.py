@@ -49,7 +49,7 @@ def run(
     data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="RDP_BENCH_DATA", help="Where downloaded datasets live."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images."),
     save_recon: bool = typer.Option(False, "--save-recon", help="Also save reconstructions as PNG."),
-    no_download: bool = typer.Option(False, "--no-download", help="Never download datasets or metric weights."),
+    no_download: bool = typer.Option(False, "--no-download", help="Never download anything: datasets, codec and metric weights (as RDP_BENCH_OFFLINE=1)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Folder with metric backbone weights (LPIPS/DISTS/FID); the torch hub cache is searched too."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Weights file for codecs that take one (hific, msillm)."),
@@ -88,9 +88,16 @@ def run(
         executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
         max_pixels=max_pixels, target_bpp=targets, bootstrap=bootstrap,
     )
+    from contextlib import nullcontext
+
+    from rdp_bench.offline import no_downloads
+
     try:
-        sweep = Sweep(cfg)
-        store = sweep.run()
+        # the one download policy: --no-download reaches codecs, metrics and datasets alike (and, through
+        # RDP_BENCH_OFFLINE, processes started meanwhile, e.g. local Ray workers)
+        with no_downloads() if no_download else nullcontext():
+            sweep = Sweep(cfg)
+            store = sweep.run()
     except (CodecUnavailable, DatasetUnavailable, DownloadError, KeyError, ValueError) as exc:
         if created:
             shutil.rmtree(out, ignore_errors=True)

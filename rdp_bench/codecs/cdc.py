@@ -14,8 +14,9 @@ Three registered codecs share this code:
 
 Official files are looked up in ``weights_dir`` (option), ``$RDP_BENCH_CDC_DIR``, and the torch hub cache
 (``torch.hub.get_dir()/checkpoints/cdc``). A missing file is downloaded there only when its sha256 is pinned
-in ``OFFICIAL_SHA256`` (none is yet: the server's ETag is not trusted as a checksum); otherwise the codec is
-unavailable and says which file to put where.
+in ``OFFICIAL_SHA256`` (none is yet: the server's ETag is not trusted as a checksum) and downloads are
+allowed (``rdp_bench.offline``: not with ``RDP_BENCH_OFFLINE=1`` or ``--no-download``); otherwise the codec
+is unavailable and says which file to put where.
 
 Bitstream (inside the rdp-bench container, which records the image size): ``pack_strings([z, y])``
 -- the hyper-latent ẑ range-coded under the FlexiblePrior's per-channel CDF tables, and the latent ŷ under
@@ -44,11 +45,12 @@ from rdp_bench.codecs.base import AMP_OPTION, Availability, Codec, CodecUnavaila
 from rdp_bench.codecs.zoo import WeightsEntry
 from rdp_bench.codecs.zoo.cdc import TABLE
 from rdp_bench.container import BitstreamError, Container
+# the one download policy; OFFLINE_ENV stays importable from here
+from rdp_bench.offline import OFF_REASON, OFFLINE_ENV, downloads_allowed, offline_miss  # noqa: F401
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
 HF_URL = "https://huggingface.co/rhyang/CDC_params/resolve/main/x_param/{name}"
 CDC_DIR_ENV = "RDP_BENCH_CDC_DIR"
-OFFLINE_ENV = "RDP_BENCH_OFFLINE"
 NOISE_SCALE = 0.8
 #: pixels per UNet batch (one 2048x2048 image); bigger batches are split, big images go alone
 MAX_BATCH_PIXELS = 2048 * 2048
@@ -72,10 +74,6 @@ def official_search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
 #: this is empty: the files are not downloaded automatically; put them in place by hand (the sha256 of
 #: the file loaded is recorded as the checkpoint id). Add a file's sum here to enable its download.
 OFFICIAL_SHA256: dict[str, str] = {}
-
-
-def _downloads_allowed() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
 def _hub_sha256(url: str, timeout: float = 10.0) -> str:
@@ -340,8 +338,8 @@ class CDCOfficial(_CDCBase):
             return Availability(True)
         where = official_search_dirs()[-1]
         put = f"put {', '.join(cls.files())} (from {HF_URL.format(name='')}) in {where} or ${CDC_DIR_ENV}"
-        if not _downloads_allowed():
-            return Availability(False, f"official CDC weights not found and downloads are off ({OFFLINE_ENV}); {put}")
+        if not downloads_allowed():
+            return Availability(False, f"official CDC weights not found and {OFF_REASON}; {put}")
         if any(f not in OFFICIAL_SHA256 for f in cls.files()):
             return Availability(False, "official CDC weights not downloaded yet, and rdp-bench pins no sha256 to "
                                        f"verify a download against, so it does not fetch them; {put}")
@@ -368,8 +366,8 @@ class CDCOfficial(_CDCBase):
             return found
         target = (self.weights_dir or official_search_dirs()[-1]) / name
         url = HF_URL.format(name=name)
-        if not _downloads_allowed():
-            raise CodecUnavailable(f"{self.name}: {name} not found; put it in {target.parent} (from {url})")
+        if not downloads_allowed():
+            raise CodecUnavailable(offline_miss(self.name, name, target.parent, url))
         if name not in OFFICIAL_SHA256:
             raise CodecUnavailable(f"{self.name}: {name} not found, and no sha256 is pinned for it, so it is not "
                                    f"downloaded; put it in {target.parent} or ${CDC_DIR_ENV} (from {url})")

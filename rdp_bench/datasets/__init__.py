@@ -73,8 +73,10 @@ def list_datasets(data_root: str | Path | None = None) -> list[DatasetListing]:
     return out
 
 
-def load_dataset(name: str, data_root: str | Path | None = None, allow_download: bool = True, limit: int | None = None) -> Dataset:
-    """Resolve a dataset by name; remote sets are downloaded into ``data_root`` on first use."""
+def load_dataset(name: str, data_root: str | Path | None = None, allow_download: bool | None = None,
+                 limit: int | None = None) -> Dataset:
+    """Resolve a dataset by name; remote sets are downloaded into ``data_root`` on first use, unless
+    downloads are off (``allow_download=False``, ``RDP_BENCH_OFFLINE=1``, ``--no-download``)."""
     name = canonical_name(name)
     if name == "samples":
         ds = Dataset.from_folder("samples", SAMPLES_DIR)

@@ -26,6 +26,7 @@ from rdp_bench.atomic import atomic_write_text
 from rdp_bench.datasets.base import Dataset, DatasetUnavailable, list_images
 from rdp_bench.datasets.download import DownloadError, download, safe_extract, verified
 from rdp_bench.imageio import IMAGE_SUFFIXES, image_sha256, load_image_uint8
+from rdp_bench.offline import OFF_REASON, downloads_allowed
 
 MANIFEST = "MANIFEST.csv"
 MANIFEST_FIELDS = ("image_id", "width", "height", "mode", "bytes", "pixel_sha256")
@@ -145,15 +146,16 @@ class RemoteDataset:
             return archive
         if not allow_download:
             state = "does not match its pinned sha256" if archive.exists() else "is not there"
-            raise DownloadError(f"{archive} {state} and downloads are off")
+            raise DownloadError(f"{archive} {state} and {OFF_REASON}")
         archive.unlink(missing_ok=True)
         download(part.url, archive, part.sha256, part.size)
         return archive
 
-    def fetch(self, root: Path, allow_download: bool = True) -> None:
+    def fetch(self, root: Path, allow_download: bool | None = None) -> None:
         """Download (or reuse a verified archive), extract into a staging folder, check the image count
         and write the manifest there, then move it into place. Any failure removes the staging folder and
-        raises ``DatasetUnavailable``."""
+        raises ``DatasetUnavailable``. Downloads follow ``rdp_bench.offline.downloads_allowed``."""
+        allow_download = downloads_allowed(allow_download)
         folder = root / self.folder
         if not self.pinned:
             unpinned = [p.name for p in (*self.archives, *self.files) if not p.sha256]
@@ -167,7 +169,7 @@ class RemoteDataset:
             staging.mkdir(parents=True)
             for part in self.files:
                 if not allow_download:
-                    raise DownloadError(f"{part.name} is not there and downloads are off")
+                    raise DownloadError(f"{part.name} is not there and {OFF_REASON}")
                 record[part.url] = download(part.url, staging / part.name, part.sha256, part.size)
             for part in self.archives:
                 archive = self._archive_ready(root, part, allow_download)
@@ -200,19 +202,22 @@ class RemoteDataset:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def load(self, root: Path, allow_download: bool = True) -> Dataset:
+    def load(self, root: Path, allow_download: bool | None = None) -> Dataset:
+        allow_download = downloads_allowed(allow_download)  # the one policy: RDP_BENCH_OFFLINE, --no-download
         try:
             self.verify(root)
         except DatasetUnavailable as missing:
             if self.status(root).present:
                 raise  # the images are there but wrong (manifest, sizes): never overwrite them silently
             if not allow_download and not (self.pinned and self.archives):
+                if self.pinned:  # it would have been downloaded: say why it was not
+                    raise DatasetUnavailable(f"{missing} ({OFF_REASON})") from None
                 raise
             try:
                 self.fetch(root, allow_download=allow_download)
             except DatasetUnavailable:
-                if not allow_download:
-                    raise missing from None  # offline: the one line that says what to put where
+                if not allow_download:  # offline: the one line that says what to put where
+                    raise DatasetUnavailable(f"{missing} ({OFF_REASON})") from None
                 raise
             self.verify(root)
         ds = Dataset.from_folder(self.name, root / self.folder)

@@ -12,7 +12,6 @@ or substitute backbone is ever used.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,13 @@ import torch
 from rdp_bench.codecs.base import Availability
 from rdp_bench.datasets.download import DownloadError, download
 from rdp_bench.metrics.base import MetricUnavailable
+# the one download policy (``RDP_BENCH_OFFLINE=1``, ``--no-download``), shared with codecs and datasets;
+# OFFLINE_ENV stays importable from here
+from rdp_bench.offline import OFF_REASON, OFFLINE_ENV, downloads_allowed  # noqa: F401
 
 #: Tests that need backbone files with the right names but other contents switch this off (monkeypatch);
 #: nothing else may, since reported numbers must come from the verified ImageNet weights.
 VERIFY_SHA256 = True
-
-#: Set to 1 to never download metric weights (``--no-download`` on ``rdp-bench run`` does the same).
-OFFLINE_ENV = "RDP_BENCH_OFFLINE"
 
 
 @dataclass(frozen=True)
@@ -69,12 +68,6 @@ class WeightsMissing(MetricUnavailable):
 
 def hub_checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def downloads_allowed(allow_download: bool | None = None) -> bool:
-    if allow_download is not None:
-        return bool(allow_download)
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
 
 
 def search_dirs(weights_dir: str | Path | None = None) -> list[Path]:
@@ -140,7 +133,7 @@ def resolve_weights(spec: WeightsSpec, weights_dir: str | Path | None = None, al
             target.unlink(missing_ok=True)
             problems.append(f"downloaded file has sha256 {digest}, expected {spec.expected_digest}...")
     else:
-        problems.append("downloads are off")
+        problems.append(OFF_REASON)
     detail = "; ".join(problems)
     raise WeightsMissing(f"{spec.filename} not found: {_where(spec, weights_dir)} ({detail})")
 
