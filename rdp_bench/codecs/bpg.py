@@ -9,7 +9,8 @@ sources (bpgenc.c, x265_glue.c, libbpg.c):
 * RGB -> BT.601 full-range YCbCr with bpgenc's fixed-point integer arithmetic (31-bit constants);
 * 4:2:0 chroma decimated with bpgenc's 10-tap phase-0.5 filter ``[2,-4,-8,17,57,57,17,-8,-4,2]/128``
   (horizontal pass first, kept at 16 bits, then vertical), edge samples replicated;
-* the picture padded to a multiple of 8 by replicating the last row/column of each plane
+* the picture padded to a multiple of 8 (16 when a side is below 16: ``min_cu_size``) by replicating the
+  last row/column of each plane
   (``image_pad``), so x265 codes no conformance window;
 * x265 with preset ``veryslow`` (bpgenc's default ``-m 8``), tune ``ssim``, ``keyint=1``,
   ``info=0``, constant QP ``q`` (x265_glue.c: ``p->rc.qp = params->qp``, no offset), and the lambda
@@ -17,10 +18,14 @@ sources (bpgenc.c, x265_glue.c, libbpg.c):
 * decoding: bpgdec's 7-tap interpolation ``[2,-6,18,57,-10,4,-1]/64`` (mirrored for odd output
   samples), vertical first, then the fixed-point full-range YCbCr -> RGB of libbpg.
 
-The payload is the Annex-B HEVC stream (VPS/SPS/PPS + slice) so the decoder needs nothing else; bpp
-is computed on it. ``bpg_equiv_bytes`` is the exact size the .bpg file written by bpgenc 0.9.8 would
-have for this HEVC stream: its header, the compact SPS that bpgenc derives from x265's SPS, and the
-NAL units after the SPS (the VPS and full SPS are dropped, as bpgenc does).
+Either way the payload is a .bpg file, so bpp is the size of the .bpg file (the container's framing
+apart, as for every codec). The emulation writes it as bpgenc 0.9.8 does (``bpg_file``): the picture
+header, then the compact SPS bpgenc derives from x265's SPS and the NAL units after the SPS (the VPS
+and full SPS are dropped); real bpgdec decodes it to the same pixels as ``decode_bpg``, which reads real
+bpgenc output too: it rebuilds a VPS/SPS for FFmpeg's HEVC decoder from the header and the compact SPS,
+as libbpg's decoder does. A .bpg file is checked against the container (size, format) before decoding.
+Payloads of the emulation before it wrote .bpg files (the raw HEVC stream, checkpoint
+``x265-pyav-bpglambda``) still decode (``decode_legacy_hevc``); see ``BPG.decode_rgb``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ BPG_QUALITIES = (51, 47, 42, 37, 32, 27, 22, 17)
 #: stable rate ids carried by streams: q47..q22 keep the positions they had before q51/q17 were added
 BPG_RATE_IDS = {47: 0, 42: 1, 37: 2, 32: 3, 27: 4, 22: 5, 51: 6, 17: 7}
 BPG_MAGIC = b"BPG\xfb"
+#: .bpg pixel formats (libbpg.h ``BPGImageFormatEnum``; bpgenc's -f 420 keeps JPEG chroma siting: 1, not 4)
+BPG_FORMATS = {"420": 1, "444": 3}
+BPG_CS_YCBCR = 0  # ``BPG_CS_YCbCr``: BT.601 (-c ycbcr)
+#: libbpg's bound on every ue7 of a .bpg file (``MAX_DATA_SIZE``)
+BPG_MAX_DATA_SIZE = (1 << 30) - 1
+CHROMA_FORMAT_IDC = {"420": 1, "444": 3}  # HEVC chroma_format_idc
 AVCOL_RANGE_JPEG, AVCOL_SPC_SMPTE170M = 2, 6  # FFmpeg enum values: full range, BT.601
 
 
@@ -165,10 +176,28 @@ def pad_plane(plane: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(plane, ((0, height - h), (0, width - w)), mode="edge")
 
 
+def min_cu_size(height: int, width: int) -> int:
+    """x265's minimum CU size for a picture: bpgenc's 8, or 16 when a side is below 16 pixels.
+
+    This x265 refuses pictures with a side below 16, so such a picture is padded to 16; a .bpg decoder
+    derives the coded size from the header's by rounding it up to the minimum CU size (the compact SPS
+    has no picture size and no crop window), so the minimum CU size must then be 16 as well."""
+    return BPG_CB_SIZE if min(height, width) >= X265_MIN_SIDE else X265_MIN_SIDE
+
+
+def round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
 def padded_size(height: int, width: int) -> tuple[int, int]:
-    """Coded picture size: a multiple of 8 like bpgenc, and at least 16 (this x265 refuses 8-pixel sides)."""
-    up = lambda v: max(X265_MIN_SIDE, (v + BPG_CB_SIZE - 1) // BPG_CB_SIZE * BPG_CB_SIZE)  # noqa: E731
-    return up(height), up(width)
+    """Coded picture size: a multiple of 8 like bpgenc; of 16 when a side is below 16 (``min_cu_size``)."""
+    cb = min_cu_size(height, width)
+    return round_up(height, cb), round_up(width, cb)
+
+
+def legacy_padded_size(height: int, width: int) -> tuple[int, int]:
+    """Coded size of the raw-HEVC payloads written before the .bpg files: a multiple of 8, at least 16."""
+    return max(X265_MIN_SIDE, round_up(height, BPG_CB_SIZE)), max(X265_MIN_SIDE, round_up(width, BPG_CB_SIZE))
 
 
 def bpg_planes(rgb: np.ndarray, chroma: str) -> list[np.ndarray]:
@@ -274,8 +303,10 @@ def x265_lambda_file(scale: float = 1.0) -> Path:
     return path
 
 
-def x265_params(q: int, emulation: X265Emulation | None = None) -> str:
-    """x265 settings of bpgenc 0.9.8 (x265_glue.c) for ``-q q -b 8`` in a single still picture."""
+def x265_params(q: int, emulation: X265Emulation | None = None, min_cu: int = BPG_CB_SIZE) -> str:
+    """x265 settings of bpgenc 0.9.8 (x265_glue.c) for ``-q q -b 8`` in a single still picture.
+
+    ``min_cu``: x265's minimum CU size, bpgenc's 8 unless the picture has a side below 16 (``min_cu_size``)."""
     global _lambda_file_loaded
     emu = emulation or EMULATION
     tokens = [
@@ -286,6 +317,8 @@ def x265_params(q: int, emulation: X265Emulation | None = None) -> str:
         "repeat-headers=1",
         "log-level=error",
     ]
+    if min_cu != BPG_CB_SIZE:
+        tokens.append(f"min-cu-size={min_cu}")
     if emu.bundled_lambda:
         path = x265_lambda_file(emu.lambda_scale)
         tokens.append(f"lambda-file={path}")
@@ -303,10 +336,14 @@ def expected_slice_qp(q: int, emulation: X265Emulation | None = None) -> int:
     return int(q + emu.qp_offset - 6.0 * math.log2(X265_DEFAULT_IPRATIO) + 0.5)
 
 
-def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str, emulation: X265Emulation | None = None) -> bytes:
+def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str, emulation: X265Emulation | None = None,
+                min_cu: int = BPG_CB_SIZE) -> bytes:
+    """x265's Annex-B stream (VPS, SPS, PPS, slice) for the padded planes of ``bpg_planes``."""
     import av
 
     h, w = planes[0].shape
+    if h % min_cu or w % min_cu:
+        raise ValueError(f"x265 planes {h}x{w} are not a multiple of the minimum CU size {min_cu}")
     pix_fmt = "yuv420p" if chroma == "420" else "yuv444p"
     ctx = av.CodecContext.create("libx265", "w")
     ctx.width, ctx.height, ctx.pix_fmt = w, h, pix_fmt
@@ -314,7 +351,7 @@ def x265_encode(planes: Sequence[np.ndarray], q: int, chroma: str, emulation: X2
     # Metadata only (VUI, dropped from the .bpg size): tell HEVC decoders the samples are full-range
     # BT.601. Our decoder reads the raw planes and never converts them.
     ctx.color_range, ctx.colorspace = AVCOL_RANGE_JPEG, AVCOL_SPC_SMPTE170M
-    ctx.options = {"preset": "veryslow", "tune": "ssim", "x265-params": x265_params(q, emulation)}
+    ctx.options = {"preset": "veryslow", "tune": "ssim", "x265-params": x265_params(q, emulation, min_cu)}
     frame = av.VideoFrame(w, h, pix_fmt)
     # Fill the planes ourselves: from_ndarray rejects 4:2:0 pictures whose H/2 is odd, and nothing
     # here must convert the full-range samples.
@@ -339,7 +376,10 @@ def hevc_decode(stream: bytes, chroma: str) -> list[np.ndarray]:
     # HEVC has no checksum of its own (the container's CRC covers the bytes): at least make FFmpeg
     # fail on the syntax errors it detects instead of concealing them.
     ctx.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
-    frames = ctx.decode(av.Packet(stream)) + ctx.decode(None)
+    try:
+        frames = ctx.decode(av.Packet(stream)) + ctx.decode(None)
+    except av.error.FFmpegError as exc:
+        raise BitstreamError(f"bpg: the HEVC decoder refused the stream: {exc}") from exc
     if len(frames) != 1:
         raise BitstreamError(f"bpg: HEVC payload decoded to {len(frames)} pictures, expected 1")
     frame = frames[0]
@@ -353,7 +393,7 @@ def hevc_decode(stream: bytes, chroma: str) -> list[np.ndarray]:
     return planes
 
 
-# --- HEVC bitstream parsing (for the BPG-equivalent size and the constant-QP check) ----------------
+# --- HEVC bitstream parsing and the .bpg file ----------------------------------------------------------
 def split_nal_units(stream: bytes) -> list[tuple[int, int, int]]:
     """Annex-B NAL units as (start of start code, start of NAL header, end), like bpgenc's find_nal_end."""
     units: list[tuple[int, int, int]] = []
@@ -442,7 +482,8 @@ def parse_sps(nal: bytes) -> dict[str, int]:
     if s["chroma_format_idc"] == 3:
         r.u(1)
     s["width"], s["height"] = r.ue(), r.ue()
-    if r.u(1):  # conformance window
+    s["conformance_window"] = r.u(1)
+    if s["conformance_window"]:
         for _ in range(4):
             r.ue()
     s["bit_depth_luma"], s["bit_depth_chroma"] = r.ue() + 8, r.ue() + 8
@@ -542,19 +583,283 @@ def ue7(v: int) -> bytes:
     return bytes(reversed(out))
 
 
-def check_hevc_declared(stream: bytes, height: int, width: int, chroma: str) -> None:
-    """Refuse an HEVC stream whose SPS (every one: a later SPS would replace the first) declares another
-    coded size, chroma format or bit depth than the container header implies. Parses headers only.
+def read_ue7(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """(value, position after it) of a ue7 at ``pos``, as libbpg's ``get_ue`` reads it: canonical (no leading
+    0x80 byte), at most 5 bytes, at most ``BPG_MAX_DATA_SIZE``."""
+    value = 0
+    for i in range(5):
+        if pos + i >= len(data):
+            raise BitstreamError(f"bpg: the .bpg file ends inside its {what}")
+        byte = data[pos + i]
+        if i == 0 and byte == 0x80:
+            raise BitstreamError(f"bpg: non-canonical {what} in the .bpg file")
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            if value > BPG_MAX_DATA_SIZE:
+                raise BitstreamError(f"bpg: {what} {value} in the .bpg file is out of range")
+            return value, pos + i + 1
+    raise BitstreamError(f"bpg: malformed {what} in the .bpg file (over 5 bytes)")
 
-    The coded size is the header's padded to a multiple of 8 (``padded_size``), so a header up to 7 px
-    smaller than the coded picture cannot be told apart here: the stream carries no crop window.
+
+@dataclass(frozen=True)
+class BPGHeader:
+    """The picture header of a .bpg file (libbpg ``bpg_decode_header``), up to the HEVC data."""
+
+    pixel_format: int  # 0 grey, 1 4:2:0, 2 4:2:2, 3 4:4:4, 4/5 4:2:0/4:2:2 with MPEG-2 chroma siting
+    alpha1: int
+    bit_depth: int
+    color_space: int  # 0 YCbCr (BT.601), 1 RGB, 2 YCgCo, 3 BT.709, 4 BT.2020
+    has_extension: int
+    alpha2: int
+    limited_range: int
+    animated: int
+    width: int
+    height: int
+    picture_data_length: int  # 0: up to the end of the file
+    extension: bytes  # the extension data, unparsed (metadata: EXIF, ICC profile, XMP, thumbnail, animation)
+    hevc_offset: int  # where the HEVC data starts
+
+    def hevc_data(self, data: bytes) -> bytes:
+        end = len(data) if self.picture_data_length == 0 else self.hevc_offset + self.picture_data_length
+        return data[self.hevc_offset : end]
+
+
+def bpg_header(width: int, height: int, chroma: str) -> bytes:
+    """The picture header bpgenc 0.9.8 writes for an 8-bit full-range BT.601 YCbCr picture without alpha,
+    animation or extension data (bpgenc.c ``bpg_encoder_encode``): magic, format/alpha1/bit depth,
+    colour space/extension/alpha2/limited range/animation, ue7 width, ue7 height, ue7 picture_data_length 0."""
+    flags1 = (BPG_FORMATS[chroma] << 5) | (0 << 4) | (8 - 8)
+    flags2 = (BPG_CS_YCBCR << 4) | (0 << 3) | (0 << 2) | (0 << 1) | 0
+    return BPG_MAGIC + bytes([flags1, flags2]) + ue7(width) + ue7(height) + ue7(0)
+
+
+def parse_bpg_header(data: bytes) -> BPGHeader:
+    """The header of a .bpg file with libbpg's checks (``bpg_decode_header``); extension data is skipped."""
+    if len(data) < 6 or not data.startswith(BPG_MAGIC):
+        raise BitstreamError("bpg: not a .bpg file (no BPG magic)")
+    flags1, flags2 = data[4], data[5]
+    fmt, alpha1, bit_depth = flags1 >> 5, (flags1 >> 4) & 1, (flags1 & 0xF) + 8
+    color_space, has_ext, alpha2 = flags2 >> 4, (flags2 >> 3) & 1, (flags2 >> 2) & 1
+    if fmt > 5 or bit_depth > 14 or color_space > 4 or (fmt == 0 and (color_space or (alpha2 and not alpha1))):
+        raise BitstreamError(f"bpg: invalid .bpg picture header (format {fmt}, bit depth {bit_depth}, "
+                             f"colour space {color_space})")
+    width, pos = read_ue7(data, 6, "width")
+    height, pos = read_ue7(data, pos, "height")
+    if width == 0 or height == 0:
+        raise BitstreamError("bpg: the .bpg header declares an empty picture")
+    length, pos = read_ue7(data, pos, "picture data length")
+    extension = b""
+    if has_ext:
+        ext_len, pos = read_ue7(data, pos, "extension data length")
+        if pos + ext_len > len(data):
+            raise BitstreamError("bpg: the .bpg extension data runs past the end of the file")
+        extension, pos = data[pos : pos + ext_len], pos + ext_len
+    if pos + length > len(data):
+        raise BitstreamError(f"bpg: the .bpg header declares {length} bytes of picture data, "
+                             f"{len(data) - pos} follow")
+    return BPGHeader(fmt, alpha1, bit_depth, color_space, has_ext, alpha2, (flags2 >> 1) & 1, flags2 & 1,
+                     width, height, length, extension, pos)
+
+
+def check_bpg_declared(header: BPGHeader, height: int, width: int, chroma: str, codec: str = "bpg") -> None:
+    """Refuse a .bpg file this codec did not write, before anything is decoded: another size than the
+    container's, another chroma format, or features bpgenc's ``-f FMT -c ycbcr -b 8`` never writes."""
+    if (header.height, header.width) != (height, width):
+        raise BitstreamError(f"{codec}: the .bpg file declares {header.width}x{header.height}, "
+                             f"the container {width}x{height}")
+    if header.animated:
+        raise BitstreamError(f"{codec}: animated .bpg files are not decoded")
+    if header.alpha1 or header.alpha2:
+        raise BitstreamError(f"{codec}: .bpg files with an alpha plane are not decoded")
+    if header.pixel_format != BPG_FORMATS[chroma]:
+        raise BitstreamError(f"{codec}: the .bpg file has pixel format {header.pixel_format}, "
+                             f"this codec writes {BPG_FORMATS[chroma]} ({chroma})")
+    if header.bit_depth != 8 or header.color_space != BPG_CS_YCBCR or header.limited_range:
+        raise BitstreamError(f"{codec}: the .bpg file is not 8-bit full-range BT.601 YCbCr (bit depth "
+                             f"{header.bit_depth}, colour space {header.color_space}, limited range "
+                             f"{header.limited_range})")
+
+
+def bpg_file(stream: bytes, height: int, width: int, chroma: str) -> bytes:
+    """The .bpg file bpgenc 0.9.8 writes for this x265 Annex-B stream of a ``width`` x ``height`` picture.
+
+    The picture header (``bpg_header``); then the HEVC data as bpgenc's ``build_modified_hevc`` writes it:
+    ue7 of the compact SPS's length, the compact SPS (``compact_sps``, from x265's SPS; the VPS and the full
+    SPS are dropped), then every NAL unit after the SPS as x265 wrote it, the first one without its
+    start code. bpgdec infers the coded size from the header's (rounded up to the minimum CU size), so the
+    SPS must code exactly that size, without a crop window.
+    """
+    units = split_nal_units(stream)
+    types = [nal_type(stream, hdr) for _, hdr, _ in units]
+    if len(units) < 4 or types[:3] != [32, 33, 34] or {32, 33} & set(types[3:]):
+        raise BitstreamError(f"bpg: expected one VPS, SPS, then PPS, slice NAL units, got types {types[:8]}")
+    sps = parse_sps(stream[units[1][1] : units[1][2]])
+    cb = 1 << sps["log2_min_cb_size"]
+    coded = (round_up(width, cb), round_up(height, cb))
+    if sps["conformance_window"] or (sps["width"], sps["height"]) != coded:
+        raise BitstreamError(f"bpg: the SPS codes {sps['width']}x{sps['height']} (crop window "
+                             f"{sps['conformance_window']}), a .bpg file of {width}x{height} needs {coded[0]}x{coded[1]}")
+    if sps["chroma_format_idc"] != CHROMA_FORMAT_IDC[chroma] or (sps["bit_depth_luma"], sps["bit_depth_chroma"]) != (8, 8):
+        raise BitstreamError("bpg: the SPS declares another chroma format or bit depth than 8-bit " + chroma)
+    msps = compact_sps(sps)
+    return bpg_header(width, height, chroma) + ue7(len(msps)) + msps + stream[units[2][1] :]
+
+
+def parse_compact_sps(data: bytes) -> dict[str, int]:
+    """The fields of bpgenc's compact SPS, checked against the limits of HEVC (and of FFmpeg's decoder)."""
+    r = _BitReader(data)
+    s: dict[str, int] = {}
+    s["log2_min_cb_size"] = r.ue() + 3
+    s["log2_diff_max_min_cb_size"] = r.ue()
+    s["log2_min_tb_size"] = r.ue() + 2
+    s["log2_diff_max_min_tb_size"] = r.ue()
+    s["max_transform_hierarchy_depth_intra"] = r.ue()
+    s["sao_enabled"], s["pcm_enabled"] = r.u(1), r.u(1)
+    if s["pcm_enabled"]:
+        s["pcm_bits"] = r.u(8)
+        s["pcm_min"], s["pcm_diff"], s["pcm_loop_filter_disabled"] = r.ue(), r.ue(), r.u(1)
+    s["strong_intra_smoothing"] = r.u(1)
+    s["sps_extension"] = r.u(1)
+    s["range_extension"] = s["range_extension_flags"] = 0
+    if s["sps_extension"]:
+        s["range_extension"] = r.u(1)
+        if r.u(7):
+            raise BitstreamError("bpg: unknown SPS extensions in the compact SPS")
+        if s["range_extension"]:
+            s["range_extension_flags"] = r.u(9)
+    if (r.pos + 7) // 8 != len(data):
+        raise BitstreamError(f"bpg: the compact SPS is {len(data)} bytes, its fields {(r.pos + 7) // 8}")
+    ctb = s["log2_min_cb_size"] + s["log2_diff_max_min_cb_size"]
+    max_tb = s["log2_min_tb_size"] + s["log2_diff_max_min_tb_size"]
+    ok = (3 <= s["log2_min_cb_size"] and 4 <= ctb <= 6 and s["log2_min_tb_size"] < s["log2_min_cb_size"]
+          and max_tb <= min(ctb, 5) and s["max_transform_hierarchy_depth_intra"] <= ctb - s["log2_min_tb_size"])
+    if s["pcm_enabled"]:
+        pcm_max = s["pcm_min"] + 3 + s["pcm_diff"]
+        ok = ok and (s["pcm_bits"] >> 4) < 8 and (s["pcm_bits"] & 15) < 8 and s["pcm_min"] + 3 <= 5 \
+            and pcm_max <= min(ctb, 5)
+    if not ok:
+        raise BitstreamError(f"bpg: the compact SPS is out of HEVC's limits: {s}")
+    return s
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """HEVC emulation prevention: 0x03 after every two zero bytes followed by a byte <= 3."""
+    out, zeros = bytearray(), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _profile_tier_level(w: _BitWriter, chroma: str) -> None:
+    """general profile_tier_level of one sub-layer: Main (4:2:0) or the RExt Main 4:4:4 profile, level 6.2."""
+    profile = 1 if chroma == "420" else 4
+    w.put(2, 0), w.put(1, 0), w.put(5, profile)  # profile space, tier, profile idc
+    w.put(32, (1 << (31 - profile)) | ((1 << 29) if profile == 1 else 0))  # compatibility (Main: Main10 too)
+    w.put(4, 0b1001)  # progressive, not interlaced, not non-packed, frame only
+    # Main 4:4:4: max_12bit, max_10bit, max_8bit set, max_422/420/monochrome, intra, one picture clear,
+    # lower_bit_rate set (A.3.5); Main: all 43 bits reserved zero
+    w.put(43, (0b111000001 << 34) if profile == 4 else 0)
+    w.put(1, 0)
+    w.put(8, 186)  # level 6.2: the largest; FFmpeg's decoder does not enforce levels
+
+
+def _nal(nal_type_: int, w: _BitWriter) -> bytes:
+    w.put(1, 1)  # rbsp_stop_one_bit, then alignment
+    w.bits += [0] * (-len(w.bits) % 8)
+    rbsp = np.packbits(np.array(w.bits, dtype=np.uint8)).tobytes()
+    return b"\x00\x00\x00\x01" + bytes([nal_type_ << 1, 1]) + _escape(rbsp)
+
+
+def hevc_parameter_sets(s: dict[str, int], width: int, height: int, chroma: str) -> bytes:
+    """A VPS and an SPS (Annex B) for FFmpeg's stock HEVC decoder, equivalent to what libbpg's patched
+    decoder derives from a compact SPS (hevc_ps.c, ``USE_MSPS``): one layer and sub-layer, one picture
+    buffer, log2_max_poc_lsb 8, no reference picture sets, no scaling lists, AMP and temporal MVP set,
+    no VUI, no crop window; ``width`` x ``height`` is the coded size."""
+    v = _BitWriter()
+    v.put(4, 0), v.put(1, 1), v.put(1, 1), v.put(6, 0), v.put(3, 0), v.put(1, 1), v.put(16, 0xFFFF)
+    _profile_tier_level(v, chroma)
+    v.put(1, 1), v.ue(0), v.ue(0), v.ue(0)  # sub-layer ordering info: 1 picture buffer, no reordering
+    v.put(6, 0), v.ue(0), v.put(1, 0), v.put(1, 0)  # max layer id, one layer set, no timing, no extension
+    w = _BitWriter()
+    w.put(4, 0), w.put(3, 0), w.put(1, 1)  # VPS id, one sub-layer, temporal id nesting
+    _profile_tier_level(w, chroma)
+    w.ue(0), w.ue(CHROMA_FORMAT_IDC[chroma])
+    if chroma == "444":
+        w.put(1, 0)  # separate_colour_plane_flag
+    w.ue(width), w.ue(height), w.put(1, 0)  # no conformance window
+    w.ue(0), w.ue(0), w.ue(8 - 4)  # bit depths 8, log2_max_pic_order_cnt_lsb 8
+    w.put(1, 1), w.ue(0), w.ue(0), w.ue(0)
+    w.ue(s["log2_min_cb_size"] - 3), w.ue(s["log2_diff_max_min_cb_size"])
+    w.ue(s["log2_min_tb_size"] - 2), w.ue(s["log2_diff_max_min_tb_size"])
+    w.ue(s["max_transform_hierarchy_depth_intra"]), w.ue(s["max_transform_hierarchy_depth_intra"])
+    w.put(1, 0), w.put(1, 1), w.put(1, s["sao_enabled"]), w.put(1, s["pcm_enabled"])  # no scaling list, AMP
+    if s["pcm_enabled"]:
+        w.put(8, s["pcm_bits"]), w.ue(s["pcm_min"]), w.ue(s["pcm_diff"]), w.put(1, s["pcm_loop_filter_disabled"])
+    w.ue(0), w.put(1, 0), w.put(1, 1)  # no short-term RPS, no long-term pictures, temporal MVP
+    w.put(1, s["strong_intra_smoothing"]), w.put(1, 0)  # no VUI
+    w.put(1, s["sps_extension"])
+    if s["sps_extension"]:
+        w.put(1, s["range_extension"]), w.put(7, 0)  # no multilayer, 3D, SCC or other extensions
+        if s["range_extension"]:
+            w.put(9, s["range_extension_flags"])
+    return _nal(32, v) + _nal(33, w)
+
+
+def bpg_to_hevc(data: bytes, header: BPGHeader, chroma: str) -> tuple[bytes, tuple[int, int]]:
+    """An Annex-B stream for FFmpeg's HEVC decoder from a .bpg file, as libbpg's decoder builds one (libbpg.c
+    ``hevc_decode_start``), and the coded (height, width). Header-level checks only: the NAL units after
+    the compact SPS must be a PPS, then intra (IRAP) slices or SEI, of layer 0 (no alpha plane); none may
+    be a VPS or SPS, which would replace the parameter sets built here from the header's picture size."""
+    hevc = header.hevc_data(data)
+    n, pos = read_ue7(hevc, 0, "compact SPS length")
+    if pos + n > len(hevc):
+        raise BitstreamError("bpg: the .bpg file ends inside its compact SPS")
+    s = parse_compact_sps(hevc[pos : pos + n])
+    cb = 1 << s["log2_min_cb_size"]
+    coded_h, coded_w = round_up(header.height, cb), round_up(header.width, cb)
+    nals = b"\x00\x00\x00\x01" + hevc[pos + n :]  # the first NAL unit is stored without its start code
+    units = split_nal_units(nals)
+    types = []
+    for _, hdr, end in units:
+        if end - hdr < 3:
+            raise BitstreamError("bpg: an empty NAL unit in the .bpg file")
+        if nals[hdr] & 0x80 or nals[hdr] & 1 or nals[hdr + 1] >> 3:
+            raise BitstreamError("bpg: a NAL unit of another layer (alpha) or with its forbidden bit set")
+        types.append(nal_type(nals, hdr))
+    vcl = [t for t in types if t < 32]
+    if types[0] != 34 or not vcl or any(not 16 <= t <= 21 for t in vcl) or {32, 33} & set(types):
+        raise BitstreamError(f"bpg: expected a PPS, then intra slices after the compact SPS, got NAL types {types[:8]}")
+    return hevc_parameter_sets(s, coded_w, coded_h, chroma) + nals, (coded_h, coded_w)
+
+
+def decode_bpg(data: bytes, height: int, width: int, chroma: str, codec: str = "bpg") -> np.ndarray:
+    """A .bpg file of this codec's kind -> HxWx3 uint8 RGB, the pixels bpgdec 0.9.8 outputs.
+
+    The header is checked against the container's size and the codec's format before anything is decoded
+    (``check_bpg_declared``); the HEVC data goes to FFmpeg in parameter sets built from that header."""
+    header = parse_bpg_header(data)
+    check_bpg_declared(header, height, width, chroma, codec)
+    stream, coded = bpg_to_hevc(data, header, chroma)
+    planes = hevc_decode(stream, chroma)
+    if planes[0].shape != coded:
+        raise BitstreamError(f"{codec}: HEVC picture is {planes[0].shape}, expected {coded[0]}x{coded[1]}")
+    return rgb_from_planes(planes, height, width, chroma)
+
+
+def check_hevc_declared(stream: bytes, height: int, width: int, chroma: str) -> None:
+    """Refuse a legacy raw-HEVC payload whose SPS (every one: a later SPS would replace the first) declares
+    another coded size (``legacy_padded_size``), chroma format or bit depth than the container implies.
+    Parses headers only.
     """
     units = split_nal_units(stream)
     types = [nal_type(stream, hdr) for _, hdr, _ in units]
     if len(units) < 4 or types[:3] != [32, 33, 34]:
         raise BitstreamError(f"bpg: expected VPS, SPS, PPS, slice NAL units, got types {types[:8]}")
-    want = padded_size(height, width)[::-1]
-    idc = 1 if chroma == "420" else 3
+    want = legacy_padded_size(height, width)[::-1]
     for (_, hdr, end), kind in zip(units, types):
         if kind != 33:
             continue
@@ -562,59 +867,19 @@ def check_hevc_declared(stream: bytes, height: int, width: int, chroma: str) -> 
         if (sps["width"], sps["height"]) != want:
             raise BitstreamError(f"bpg: SPS declares a {sps['width']}x{sps['height']} picture, "
                                  f"the header implies {want[0]}x{want[1]}")
-        if sps["chroma_format_idc"] != idc or sps["bit_depth_luma"] != 8 or sps["bit_depth_chroma"] != 8:
+        if sps["chroma_format_idc"] != CHROMA_FORMAT_IDC[chroma] or sps["bit_depth_luma"] != 8 or sps["bit_depth_chroma"] != 8:
             raise BitstreamError("bpg: SPS declares another chroma format or bit depth than 8-bit " + chroma)
 
 
-def bpg_file_declared(data: bytes) -> tuple[int, int]:
-    """(height, width) in a .bpg file's header (magic, 2 flag bytes, ue7 width, ue7 height)."""
-    if len(data) < 6 or not data.startswith(BPG_MAGIC):
-        raise BitstreamError("bpg: not a .bpg file")
-    if data[5] & 1:
-        raise BitstreamError("bpg: animated .bpg files are not decoded")
-    pos, sides = 6, []
-    for _ in range(2):
-        value = 0
-        for _ in range(5):
-            if pos >= len(data):
-                raise BitstreamError("bpg: .bpg header ends early")
-            byte = data[pos]
-            pos += 1
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                break
-        else:
-            raise BitstreamError("bpg: malformed size in the .bpg header")
-        sides.append(value)
-    return sides[1], sides[0]
-
-
-def bpg_file_layout(stream: bytes, height: int, width: int, chroma: str) -> dict[str, int]:
-    """Byte counts of the .bpg file bpgenc 0.9.8 writes for this x265 stream.
-
-    Header: magic, 2 flag bytes, ue7 width/height, ue7(0) ("up to the end of the file"); then ue7 of
-    the compact SPS length and the compact SPS; then every NAL unit after the SPS with its start code,
-    except the first one's (bpgenc ``build_modified_hevc``).
-    """
-    units = split_nal_units(stream)
-    types = [nal_type(stream, hdr) for _, hdr, _ in units]
-    if len(units) < 4 or types[:3] != [32, 33, 34]:
-        raise BitstreamError(f"bpg: expected VPS, SPS, PPS, slice NAL units, got types {types}")
-    sps = parse_sps(stream[units[1][1] : units[1][2]])
-    if (sps["width"], sps["height"]) != padded_size(height, width)[::-1]:
-        raise BitstreamError("bpg: SPS picture size does not match the padded image size")
-    msps = compact_sps(sps)
-    header = 4 + 2 + len(ue7(width)) + len(ue7(height)) + len(ue7(0))
-    first_start, first_header, _ = units[2]
-    rest = len(stream) - units[2][0] - (first_header - first_start)
-    slices = sum(end - start for (start, _, end), t in zip(units, types) if t < 32)
-    return {
-        "header": header,
-        "hevc_header": len(ue7(len(msps))) + len(msps),
-        "after_sps": rest,
-        "slice_nal_bytes": slices,
-        "total": header + len(ue7(len(msps))) + len(msps) + rest,
-    }
+def decode_legacy_hevc(stream: bytes, height: int, width: int, chroma: str, codec: str = "bpg") -> np.ndarray:
+    """A payload of the emulation before it wrote .bpg files (checkpoint ``x265-pyav-bpglambda``): the raw
+    Annex-B stream, the picture padded to ``legacy_padded_size``. Decoded as then, to the same pixels."""
+    check_hevc_declared(stream, height, width, chroma)  # before FFmpeg sizes its picture buffers
+    planes = hevc_decode(stream, chroma)
+    ph, pw = legacy_padded_size(height, width)
+    if planes[0].shape != (ph, pw):
+        raise BitstreamError(f"{codec}: HEVC picture is {planes[0].shape}, expected {ph}x{pw}")
+    return rgb_from_planes(planes, height, width, chroma)
 
 
 def slice_qp(stream: bytes) -> dict[str, int]:
@@ -708,19 +973,33 @@ class BPG(Codec):
             return Availability(False, "this PyAV build lacks libx265 or the hevc decoder; install bpgenc/bpgdec")
         return Availability(True)
 
+    #: the emulation's checkpoint id: it changes whenever the emulation's settings or its payload change, so
+    #: rows of another emulation are never reused or mixed with these. ``x265-pyav-bpglambda`` (the same
+    #: settings, payload = the raw HEVC stream, 62-64 bytes more than the .bpg file) is retired.
+    EMULATION_ID: ClassVar[str] = "x265-pyav-bpglambda-bpgfile"
+
     def checkpoint_id(self, rate_point: RatePoint) -> str:
-        # the emulation's id changes with its settings, so results of another emulation are not reused
-        return "bpgenc-binary" if self.uses_binary() else "x265-pyav-bpglambda"
+        return "bpgenc-binary" if self.uses_binary() else self.EMULATION_ID
+
+    def report_note(self) -> str:
+        """What a report says about results of this codec: which backend made them and, for the emulation,
+        its measured gap to real bpgenc (kept in provenance.json; ``rdp_bench.reports`` prints it)."""
+        if self.uses_binary():
+            return f"{self.name}: the real bpgenc/bpgdec 0.9.8 binaries"
+        return (f"{self.name}: the x265 4.x/PyAV emulation of bpgenc 0.9.8, not bpgenc itself; its measured gap to "
+                f"real bpgenc 0.9.8: {EMULATION_MEASURED}")
 
     def provenance(self) -> dict[str, Any]:
+        bpp = "bpp is the payload, the .bpg file"
         if self.uses_binary():
             enc, dec = self.binaries()
             return {"backend": "bpgenc/bpgdec binaries", "bpgenc": enc, "bpgdec": dec,
-                    "bpgenc_options": f"-q Q -f {self.chroma} -e x265 -c ycbcr -b 8"}
+                    "bpgenc_options": f"-q Q -f {self.chroma} -e x265 -c ycbcr -b 8", "bpp_column": bpp + " bpgenc wrote",
+                    "report_note": self.report_note()}
         import av
 
         return {
-            "backend": "x265 through PyAV, bpgenc 0.9.8 pre/post-processing reproduced in Python",
+            "backend": "x265 through PyAV, bpgenc 0.9.8 pre/post-processing and .bpg file reproduced in Python",
             "pyav": av.__version__,
             "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])),
             "x265_options": {"preset": "veryslow", "tune": "ssim", "x265-params": ":".join(
@@ -729,7 +1008,8 @@ class BPG(Codec):
                    for t in x265_params(0).split(":")[1:]])},
             "emulation": EMULATION.label(),
             "measured_against_bpgenc_0.9.8": EMULATION_MEASURED,
-            "bpp_column": "bpp is the payload (the full HEVC stream, 62-64 bytes above a .bpg file); bpp_bpg_equiv is the .bpg file size",
+            "bpp_column": bpp + " bpgenc 0.9.8 would write for the x265 stream (header, compact SPS, NAL units)",
+            "report_note": self.report_note(),
         }
 
     # -- rate points --
@@ -737,27 +1017,23 @@ class BPG(Codec):
         return [RatePoint(f"q{q}", {"q": q}, id=BPG_RATE_IDS[q]) for q in BPG_QUALITIES]
 
     # -- encode --
-    def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
+    def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[bytes]:
         q = int(rate_point.params["q"])
         binary = self.uses_binary()
-        out = []
-        for img in images:
-            rgb = tensor_to_uint8(img)
-            h, w, _ = rgb.shape
-            if binary:
-                payload = self._encode_binary(rgb, q)
-                equiv = len(payload)
-            else:
-                payload = self.encode_rgb(rgb, q)
-                equiv = bpg_file_layout(payload, h, w, self.chroma)["total"]
-            out.append((payload, {"bpg_equiv_bytes": equiv, "bpp_bpg_equiv": 8.0 * equiv / (h * w)}))
-        return out
+        return [self._encode_binary(rgb, q) if binary else self.encode_rgb(rgb, q)
+                for rgb in (tensor_to_uint8(img) for img in images)]
 
-    def encode_rgb(self, rgb: np.ndarray, q: int) -> bytes:
-        """x265 HEVC stream for an HxWx3 uint8 image at bpgenc quality ``q`` (0..51)."""
+    def encode_hevc(self, rgb: np.ndarray, q: int) -> bytes:
+        """x265's Annex-B HEVC stream for an HxWx3 uint8 image at bpgenc quality ``q`` (0..51)."""
         if not 0 <= q <= 51:
             raise ValueError(f"bpg: q must be in 0..51, got {q}")
-        return x265_encode(bpg_planes(rgb, self.chroma), q, self.chroma)
+        h, w, _ = rgb.shape
+        return x265_encode(bpg_planes(rgb, self.chroma), q, self.chroma, min_cu=min_cu_size(h, w))
+
+    def encode_rgb(self, rgb: np.ndarray, q: int) -> bytes:
+        """The emulation's .bpg file for an HxWx3 uint8 image at bpgenc quality ``q`` (0..51)."""
+        h, w, _ = rgb.shape
+        return bpg_file(self.encode_hevc(rgb, q), h, w, self.chroma)
 
     def _encode_binary(self, rgb: np.ndarray, q: int) -> bytes:
         from PIL import Image
@@ -774,33 +1050,32 @@ class BPG(Codec):
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
         images = []
         for rec in records:
-            if rec.payload.startswith(BPG_MAGIC):
-                rgb = self._decode_binary(rec.payload, rec.height, rec.width)
-            else:
-                rgb = self.decode_rgb(rec.payload, rec.height, rec.width)
+            rgb = self.decode_rgb(rec.payload, rec.height, rec.width)
             if rgb.shape != (rec.height, rec.width, 3):
                 raise BitstreamError(f"{self.name}: decoded {rgb.shape[:2]}, header says {rec.height}x{rec.width}")
             images.append(uint8_to_tensor(rgb))
         return images
 
-    def decode_rgb(self, stream: bytes, height: int, width: int) -> np.ndarray:
-        if not stream.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
-            raise BitstreamError(f"{self.name}: payload is not an HEVC Annex-B stream")
-        check_hevc_declared(stream, height, width, self.chroma)  # before FFmpeg sizes its picture buffers
-        planes = hevc_decode(stream, self.chroma)
-        ph, pw = padded_size(height, width)
-        if planes[0].shape != (ph, pw):
-            raise BitstreamError(f"{self.name}: HEVC picture is {planes[0].shape}, expected {ph}x{pw}")
-        return rgb_from_planes(planes, height, width, self.chroma)
+    def decode_rgb(self, payload: bytes, height: int, width: int) -> np.ndarray:
+        """A payload -> HxWx3 uint8 RGB. A .bpg file (either backend's, or any bpgenc ``-f FMT -c ycbcr -b 8``
+        output of this size) is checked against the container first, then decoded by bpgdec when this
+        codec runs the binaries, else in Python (the same pixels). A raw HEVC stream is a payload of the
+        retired emulation id ``x265-pyav-bpglambda``: still decoded (``decode_legacy_hevc``), so reports and
+        re-runs on old run folders can read their stored bitstreams; its rows keep their own id."""
+        if payload.startswith(BPG_MAGIC):
+            header = parse_bpg_header(payload)
+            check_bpg_declared(header, height, width, self.chroma, self.name)  # before anything is decoded
+            if self.backend != "pyav" and all(self.binaries()):
+                return self._decode_binary(payload)
+            return decode_bpg(payload, height, width, self.chroma, self.name)
+        if payload.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
+            return decode_legacy_hevc(payload, height, width, self.chroma, self.name)
+        raise BitstreamError(f"{self.name}: payload is neither a .bpg file nor an HEVC Annex-B stream")
 
-    def _decode_binary(self, data: bytes, height: int, width: int) -> np.ndarray:
+    def _decode_binary(self, data: bytes) -> np.ndarray:
         from PIL import Image
 
         _, dec = self.binaries()
-        if not dec:
-            raise BitstreamError(f"{self.name}: payload is a .bpg file written by bpgenc; decoding it needs bpgdec on PATH")
-        if bpg_file_declared(data) != (height, width):
-            raise BitstreamError(f"{self.name}: .bpg file declares {bpg_file_declared(data)}, header says {height}x{width}")
         with tempfile.TemporaryDirectory(prefix="rdp-bpg-") as tmp:
             src, dst = Path(tmp) / "in.bpg", Path(tmp) / "out.png"
             src.write_bytes(data)

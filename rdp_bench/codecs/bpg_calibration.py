@@ -46,14 +46,14 @@ def rgb_psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def emulate_point(rgb: np.ndarray, q: int, chroma: str, emulation: B.X265Emulation) -> dict:
-    """One emulated (image, q, chroma): .bpg-equivalent bytes, RGB PSNR, and the encode's CPU seconds."""
+    """One emulated (image, q, chroma): the bytes of its .bpg file, RGB PSNR, and the encode's CPU seconds."""
     h, w, _ = rgb.shape
     t0 = time.process_time()
-    stream = B.x265_encode(B.bpg_planes(rgb, chroma), q, chroma, emulation)
+    stream = B.x265_encode(B.bpg_planes(rgb, chroma), q, chroma, emulation, min_cu=B.min_cu_size(h, w))
     cpu = time.process_time() - t0
     planes = B.hevc_decode(stream, chroma)
     out = B.rgb_from_planes(planes, h, w, chroma)
-    return {"bytes": B.bpg_file_layout(stream, h, w, chroma)["total"], "psnr": rgb_psnr(rgb, out), "cpu_s": cpu}
+    return {"bytes": len(B.bpg_file(stream, h, w, chroma)), "psnr": rgb_psnr(rgb, out), "cpu_s": cpu}
 
 
 def measure(emulation: B.X265Emulation, reference: pd.DataFrame, photos: Path = PHOTOS_DIR,
