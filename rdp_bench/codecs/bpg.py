@@ -10,8 +10,7 @@ sources (bpgenc.c, x265_glue.c, libbpg.c):
 * 4:2:0 chroma decimated with bpgenc's 10-tap phase-0.5 filter ``[2,-4,-8,17,57,57,17,-8,-4,2]/128``
   (horizontal pass first, kept at 16 bits, then vertical), edge samples replicated;
 * the picture padded to a multiple of 8 (16 when a side is below 16: ``min_cu_size``) by replicating the
-  last row/column of each plane
-  (``image_pad``), so x265 codes no conformance window;
+  last row/column of each plane (``image_pad``), so x265 codes no conformance window;
 * x265 with preset ``veryslow`` (bpgenc's default ``-m 8``), tune ``ssim``, ``keyint=1``,
   ``info=0``, constant QP ``q`` (x265_glue.c: ``p->rc.qp = params->qp``, no offset), and the lambda
   tables of the x265 that bpgenc bundles (x265 4.x changed lambda2; see ``X265Emulation``);
