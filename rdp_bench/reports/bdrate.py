@@ -140,6 +140,8 @@ class BDTable:
     hidden: dict[str, str] = field(default_factory=dict)  # metric left out -> what would make it available
     #: metric -> why its values are small-sample biased (FID on < 2,048 patches); its header gets ⚠
     biased: dict[str, str] = field(default_factory=dict)
+    #: what the anchor codec recorded about itself for reports (``Aggregate.codec_note``), under every table
+    anchor_note: str = ""
 
     def title(self) -> str:
         if self.kind == "rate":
@@ -318,12 +320,13 @@ def bd_table(agg: Aggregate, anchor: str, kind: str = "rate", method: str = "aki
         best[metric] = max(scored, key=lambda t: t[1])[0] if scored else None
     return BDTable(kind, anchor, method, metrics, codecs, cells, best, notes + list(agg.warnings),
                    context=context_line(agg), hidden=hidden,
-                   biased={m: why for m, why in small_sample(agg).items() if m in metrics})
+                   biased={m: why for m, why in small_sample(agg).items() if m in metrics},
+                   anchor_note=agg.codec_note(anchor))
 
 
 def _legend(table: BDTable) -> list[str]:
     """The lines under a table: what the marks mean and why cells are empty; short, without machine paths."""
-    lines = []
+    lines = [f"Anchor {table.anchor_note}."] if table.anchor_note else []
     if not table.codecs:
         lines.append("Only the anchor is in the run(s): add another codec for BD numbers.")
     elif any(table.best.values()):

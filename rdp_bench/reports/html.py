@@ -671,8 +671,10 @@ def write_html(path: Path, agg: Aggregate, tables: list[BDTable], figures: dict[
                method: str, grid: tuple | None = None, title: str = "rdp-bench report",
                notes: list[str] | None = None) -> Path:
     path = Path(path)
+    note = agg.codec_note(anchor)
+    anchor_text = f"<b>{html.escape(anchor)}</b>" + (f" ({html.escape(note)})" if note else "")
     sections = [f"<h1>{html.escape(title)}</h1>",
-                f"<p>Codecs: {html.escape(', '.join(agg.codecs))}. Anchor: <b>{html.escape(anchor)}</b>. "
+                f"<p>Codecs: {html.escape(', '.join(agg.codecs))}. Anchor: {anchor_text}. "
                 f"BD interpolation: <b>{html.escape(method)}</b>. Images compared: {agg.rows['image_sha256'].nunique()}. "
                 "bpp is measured from the bytes of each written bitstream: the codec's payload, without the "
                 f"rdp-bench container's {FRAMING_BYTES} bytes of framing (CompressAI's convention).</p>"]
