@@ -61,7 +61,7 @@ REPORT_ORDER: tuple[str, ...] = ("psnr", "ms-ssim", "lpips", "dists", "fid", "ki
 NON_METRIC_COLUMNS = {
     "codec", "checkpoint", "rate_label", "rate_id", "rate_params", "dataset", "image_id", "image_sha256",
     "height", "width", "bytes", "container_bytes", "bpp", "decoding_time", "encoding_time", "device", "bitstream",
-    "unavailable", "seed",
+    "unavailable",
 }
 
 _SPECS: dict[str, MetricSpec] = {}
@@ -272,8 +272,7 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
         pixels = (g["height"] * g["width"]).sum()
         rec: dict[str, Any] = {
             "codec": codec, "rate_label": label, "rate_id": int(g["rate_id"].iloc[0]),
-            "checkpoint": str(g["checkpoint"].iloc[0]), "images": len(g.drop_duplicates(["image_sha256", "image_id"])),
-            "seeds": int(g["seed"].nunique()) if "seed" in g.columns else 1,
+            "checkpoint": str(g["checkpoint"].iloc[0]), "images": len(g),
             "bpp": float(g["bpp"].mean()), "bpp_pooled": float(8.0 * g["bytes"].sum() / pixels),
         }
         why = _unavailable_reasons(g)
@@ -304,10 +303,7 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
                 sub = same_size
             for m in dataset_metrics:
                 hit = sub[sub["metric"].astype(str) == m]
-                if len(hit) and "seed" in hit.columns:  # the latest value per seed: FID/KID is their mean
-                    hit = hit.assign(seed=hit["seed"].fillna(0).astype(int)).groupby("seed").tail(1)
-                value = float(hit["value"].mean()) if len(hit) and hit["value"].notna().all() else (
-                    float(hit["value"].iloc[-1]) if len(hit) else math.nan)
+                value = float(hit["value"].iloc[-1]) if len(hit) else math.nan
                 if not np.isfinite(value) and len(hit):
                     reason = hit["reason"].iloc[-1] if "reason" in hit.columns else ""
                     reasons.setdefault((rec["codec"], m), str(reason) if isinstance(reason, str) and reason else "NaN")
