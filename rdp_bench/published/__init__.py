@@ -122,8 +122,7 @@ ENTRIES: dict[str, PublishedEntry] = {e.key: e for e in (
         datasets={"kodak": "kodak"},
         protocol=Protocol(fid="", patches="", bpp=MEAN_PER_IMAGE,
                           bpp_detail="bytes of the .bpg file per image, mean over images (rdp-bench's bpg444 "
-                                     "payload is the full HEVC stream unless bpgenc is installed: compare with its "
-                                     "bpp_bpg_equiv column)"),
+                                     "payload is the .bpg file too, with either backend)"),
         checkpoints="bpgenc 0.9.8, x265, 4:4:4, ycbcr, 8-bit"),
     PublishedEntry(
         key="mbt2018-mean-compressai", label="mbt2018-mean (CompressAI)",
