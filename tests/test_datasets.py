@@ -188,8 +188,55 @@ def test_hand_placed_images_get_a_manifest(tmp_path):
 
 def test_unpinned_set_is_refused_without_touching_the_network(tmp_path, monkeypatch):
     monkeypatch.setattr(remote, "download", lambda *a, **k: pytest.fail("an unpinned file was requested"))
-    with pytest.raises(DatasetUnavailable, match=r"pins no sha256 for kodim01.png \(and 23 more\).*put the 24 images"):
-        load_dataset("kodak", data_root=tmp_path)
+    unpinned = remote.RemoteDataset(
+        "toy", "toy", 3, "a toy set",
+        files=tuple(remote.Archive(f"https://example.invalid/{i}.png", f"{i}.png") for i in range(3)))
+    assert not unpinned.pinned
+    with pytest.raises(DatasetUnavailable, match=r"pins no sha256 for 0.png \(and 2 more\).*put the 3 images"):
+        unpinned.load(tmp_path)
+    half = remote.RemoteDataset(  # one unpinned file is enough to refuse the set
+        "toy", "toy", 2, "a toy set",
+        files=(remote.Archive("https://example.invalid/a.png", "a.png", "ab" * 32, 10, "test"),
+               remote.Archive("https://example.invalid/b.png", "b.png")))
+    with pytest.raises(DatasetUnavailable, match=r"pins no sha256 for b.png, so it is not downloaded"):
+        half.load(tmp_path)
+
+
+def test_pinned_single_files_are_verified_and_a_mismatch_leaves_nothing(tmp_path):
+    """Sets of single files (Kodak's layout): each download is checked against its pinned sum and size."""
+    import hashlib
+
+    src = tmp_path / "src"
+    src.mkdir()
+    parts = []
+    for i in range(2):
+        data = _png((i, 50, 60), size=(768, 512))
+        (src / f"kodim{i + 1:02d}.png").write_bytes(data)
+        parts.append(remote.Archive((src / f"kodim{i + 1:02d}.png").as_uri(), f"kodim{i + 1:02d}.png",
+                                    hashlib.sha256(data).hexdigest(), len(data), "made by the test", 1))
+    sizes = frozenset({(768, 512), (512, 768)})
+    toy = remote.RemoteDataset("toyk", "toyk", 2, "a toy Kodak", files=tuple(parts), sizes=sizes)
+    root = tmp_path / "data"
+    assert toy.pinned and len(toy.load(root)) == 2
+    assert sorted(p.name for p in (root / "toyk").iterdir()) == ["MANIFEST.csv", "SOURCE.json", "kodim01.png",
+                                                                  "kodim02.png"]
+    tampered = (parts[0], remote.Archive(parts[1].url, parts[1].name, "0" * 64, parts[1].size, "wrong pin", 1))
+    bad = remote.RemoteDataset("toyk2", "toyk2", 2, "a toy Kodak", files=tampered, sizes=sizes)
+    with pytest.raises(DatasetUnavailable, match="sha256 mismatch for .*kodim02.png"):
+        bad.load(root)
+    assert not (root / "toyk2").exists() and not list(root.glob(".*.download"))
+    assert not [p for p in root.rglob("*") if ".part" in p.name]
+    with pytest.raises(DatasetUnavailable, match=r"toyk2: .*\(downloads are off"):  # offline: says why, no request
+        bad.load(root, allow_download=False)
+
+
+def test_kodak_is_pinned_file_by_file():
+    k = remote.KODAK
+    assert k.pinned and [p.name for p in k.files] == [f"kodim{i:02d}.png" for i in range(1, 25)]
+    assert all(len(p.sha256) == 64 and int(p.sha256, 16) >= 0 and p.size and "checksums.tsv" in p.source
+               for p in k.files)
+    assert len({p.sha256 for p in k.files}) == 24 and k.download_bytes == 15_394_305
+    assert k.files[0].sha256.startswith("a56e27cb") and k.files[0].size == 736_501
 
 
 def test_registry_pins_and_names():
@@ -206,8 +253,8 @@ def test_registry_pins_and_names():
     for d in REMOTE.values():
         for part in d.archives:  # every pinned sum is a full sha256 with its byte size and source
             assert len(part.sha256) == 64 and part.size and "url_checksums" in part.source
-    assert not REMOTE["kodak"].pinned
+    assert REMOTE["kodak"].pinned  # file by file (test_kodak_is_pinned_file_by_file)
     listed = {d.name: d for d in list_datasets("/nonexistent")}
     assert listed["clic2020-test"].download == "1.61 GB, sha256 pinned" and not listed["clic2020-test"].present
     assert listed["clic2020-test"].aliases == ("clic", "clic2020")
-    assert "by hand" in listed["kodak"].download
+    assert listed["kodak"].download.endswith("sha256 pinned")
