@@ -1,5 +1,6 @@
 """The seeded bitstream fuzzer (``fuzz_bitstreams.py``), run in a subprocess so a crash fails the test
-instead of killing pytest. About 25 CPU-seconds on two cores."""
+instead of killing pytest. Measured: 15.5 s for the test (10.7 s wall, 15.5 CPU-s in the fuzzer) on an
+idle 2-core machine, about 60 s while a training job shares the cores."""
 
 from __future__ import annotations
 
@@ -32,4 +33,5 @@ def test_fuzzed_bitstreams_are_refused_or_decode_to_the_header_size():
     # every bundled codec was fuzzed; only those needing files that are not here may be skipped
     assert set(report["codecs"]) | set(report["skipped"]) == set(CLASSICAL) | set(LEARNED)
     assert {"jpeg", "jxl", "jpeg2000", "hific", "cdc", "corrdiff"} <= set(report["codecs"])
+    assert "msillm" in report["codecs"] and "random init" in report["codecs"]["msillm"]["model"]  # no weights needed
     assert report["cpu_seconds"] < 120, report["cpu_seconds"]  # bounded: a decode bomb would blow this
