@@ -303,3 +303,32 @@ def test_kid_is_computed_in_float64():
                                  kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
                                  kid_kernel_poly_coef0=1, rng_seed=2020, verbose=False)["kernel_inception_distance_mean"]
     assert abs(f32 - exact) > 1e-7 * abs(exact)
+
+
+def test_hific_training_loss_uses_only_a_verified_alexnet(tmp_path, monkeypatch):
+    """The perceptual term of `train hific`: a cached file under AlexNet's name that fails its sha256 is never
+    loaded (1 - MS-SSIM instead), and nothing is downloaded; a file that passes the check gives LPIPS."""
+    import math
+
+    import torch
+    import torchvision
+
+    from rdp_bench.metrics import weights
+    from rdp_bench.training.hific import perceptual_loss
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(weights, "download", lambda *a, **k: pytest.fail("the training loss downloaded weights"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    assert perceptual_loss()[0].startswith("1-ms-ssim")  # nothing there
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in torchvision.models.alexnet(weights=None).state_dict().items()}
+    torch.manual_seed(0)
+    state = {k: torch.randn(s) * math.sqrt(2 / max(1, math.prod(s[1:]))) if k.startswith("features.")
+             else torch.zeros(()).expand(s) for k, s in shapes.items()}
+    torch.save(state, hub / weights.ALEXNET.filename)  # right name, not the published file
+    assert perceptual_loss()[0].startswith("1-ms-ssim")
+    monkeypatch.setattr(weights, "VERIFY_SHA256", False)  # as if it were the verified file
+    name, loss = perceptual_loss()
+    x = torch.rand(1, 3, 64, 64)
+    assert name == "lpips-alex" and float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)

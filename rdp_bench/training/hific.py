@@ -75,16 +75,17 @@ class TrainConfig:
 # --- perceptual term -----------------------------------------------------------------------------
 
 def perceptual_loss() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """LPIPS(alex) when its weights are already on disk; else 1 - MS-SSIM. Never downloads."""
-    try:
-        import lpips  # noqa: F401
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        if any(hub.glob("alexnet-owt-*.pth")):
-            import lpips as _lpips
+    """LPIPS(alex) when its verified weights are already on disk; else 1 - MS-SSIM. Never downloads.
 
-            net = _lpips.LPIPS(net="alex", verbose=False).eval()
-            for p in net.parameters():
-                p.requires_grad_(False)
+    The AlexNet file is found and sha256-checked like the lpips metric's (``metrics.weights``), and handed
+    to lpips directly, so lpips never asks torchvision for (or loads an unchecked cached) backbone."""
+    try:
+        from rdp_bench.metrics.lpips_metric import build_lpips, lpips_linear_weights
+        from rdp_bench.metrics.weights import ALEXNET, find_weights
+
+        path, _ = find_weights(ALEXNET)
+        if path is not None and lpips_linear_weights("alex").is_file():
+            net = build_lpips("alex", path)
             return "lpips-alex", lambda x, y: net(x * 2 - 1, y * 2 - 1).mean()
     except Exception:  # noqa: BLE001 - any failure means LPIPS is not usable here
         pass
