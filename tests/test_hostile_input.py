@@ -332,3 +332,95 @@ def test_hific_training_loss_uses_only_a_verified_alexnet(tmp_path, monkeypatch)
     name, loss = perceptual_loss()
     x = torch.rand(1, 3, 64, 64)
     assert name == "lpips-alex" and float(loss(x, x)) == pytest.approx(0.0, abs=1e-6)
+
+
+# --- bounded decoding -------------------------------------------------------------------------------
+CLASSICAL_CODECS = ("jpeg", "webp", "avif", "avif420", "jxl", "jpeg2000", "bpg", "bpg444")
+
+
+@pytest.mark.parametrize("name", CLASSICAL_CODECS)
+def test_classical_decoders_refuse_a_bigger_stream_and_the_pixel_limit_before_decoding(name, photo):
+    """The issue's decode bombs in small form: a real stream of a 256x384 picture inside a 48x64 container
+    (the decoder reads its own stream's size first), and a header over ``max_pixels`` (--max-pixels)."""
+    import time
+
+    import torch
+
+    from rdp_bench.codecs import codec_availability, get_codec
+    from rdp_bench.container import BitstreamError, Container
+
+    if not codec_availability(name):
+        pytest.skip(codec_availability(name).reason)
+    codec = get_codec(name, device="cpu")
+    point = codec.rate_points()[len(codec.rate_points()) // 2]
+    small = Container.unpack(codec.encode([photo(48, 64, seed=3)], point)[0])
+    big = Container.unpack(codec.encode([torch.full((3, 256, 384), 0.5)], point)[0])
+    codec.decode([small.pack()])  # warm: libraries loaded
+    bomb = Container(small.codec, small.rate_id, 48, 64, big.payload).pack()
+    t0 = time.perf_counter()
+    with pytest.raises(BitstreamError, match="384x256|256x384|declares|differs"):
+        codec.decode([bomb])
+    assert time.perf_counter() - t0 < 0.5
+    codec.max_pixels = 48 * 64 - 1
+    t0 = time.perf_counter()
+    with pytest.raises(BitstreamError, match="--max-pixels"):
+        codec.decode([small.pack()])
+    assert time.perf_counter() - t0 < 0.05
+
+
+def test_learned_decoder_refuses_a_small_stream_under_a_big_header(photo):
+    """The issue's hific case: a small stream with a 2048x2048 header decoded to a 2048x2048 image. The
+    hyper-latent string must fit the header's grid, so it is refused at once."""
+    import time
+
+    from rdp_bench.codecs import get_codec
+    from rdp_bench.container import BitstreamError, Container
+
+    codec = get_codec("hific", device="cpu")
+    rec = Container.unpack(codec.encode([photo(64, 64, seed=4)], codec.rate_points()[0])[0])
+    for h, w in ((2048, 2048), (128, 64), (65536, 65536)):
+        t0 = time.perf_counter()
+        with pytest.raises(BitstreamError):
+            codec.decode([Container(rec.codec, rec.rate_id, h, w, rec.payload).pack()])
+        assert time.perf_counter() - t0 < 0.5, (h, w)
+
+
+# --- clean CLI errors -------------------------------------------------------------------------------
+def _one_error_line(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    return lines[0]
+
+
+def test_cli_mistakes_are_one_line_exit_2_and_leave_no_run_folder(tmp_path):
+    import pathlib
+
+    import torch
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    run = ["run", "--dataset", "samples", "--limit", "1", "--metrics", "psnr", "--quiet"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    line = _one_error_line(CliRunner().invoke(app, [*run, "--codec", "jpeg", "--out", str(a_file)]))
+    assert "is a file" in line and a_file.read_text() == "keep me"
+    if not torch.cuda.is_available():
+        out = tmp_path / "gpu"
+        line = _one_error_line(CliRunner().invoke(app, [*run, "--codec", "jpeg", "--device", "cuda", "--out", str(out)]))
+        assert "no CUDA GPU" in line and "--device cpu" in line and not out.exists()
+    # a checkpoint with code in its pickle: refused by the weights-only loader, the code never runs
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"encoder.blocks.0.0.weight": Payload()}, evil)
+    out = tmp_path / "evil_run"
+    line = _one_error_line(CliRunner().invoke(app, [*run, "--codec", "hific", "--checkpoint", str(evil),
+                                                    "--out", str(out)]))
+    assert "refused" in line and str(evil) in line
+    assert not marker.exists() and not out.exists()  # nothing executed; the folder this run made is gone
