@@ -29,6 +29,19 @@ REGISTRY: dict[str, str] = {
     "corrdiff": "rdp_bench.codecs.corrdiff:CorrDiff",
     "corrdiff-diffusion-only": "rdp_bench.codecs.corrdiff:CorrDiffDiffusionOnly",
     "corrdiff-e2e": "rdp_bench.codecs.corrdiff:CorrDiffE2E",
+    # CompressAI's pretrained zoo (baselines): one module per architecture, MSE and MS-SSIM models
+    "bmshj2018-factorized": "rdp_bench.codecs.bmshj2018_factorized:BMSHJ2018Factorized",
+    "bmshj2018-factorized-msssim": "rdp_bench.codecs.bmshj2018_factorized:BMSHJ2018FactorizedMSSSIM",
+    "bmshj2018-hyperprior": "rdp_bench.codecs.bmshj2018_hyperprior:BMSHJ2018Hyperprior",
+    "bmshj2018-hyperprior-msssim": "rdp_bench.codecs.bmshj2018_hyperprior:BMSHJ2018HyperpriorMSSSIM",
+    "mbt2018-mean": "rdp_bench.codecs.mbt2018_mean:MBT2018Mean",
+    "mbt2018-mean-msssim": "rdp_bench.codecs.mbt2018_mean:MBT2018MeanMSSSIM",
+    "mbt2018": "rdp_bench.codecs.mbt2018:MBT2018",
+    "mbt2018-msssim": "rdp_bench.codecs.mbt2018:MBT2018MSSSIM",
+    "cheng2020-anchor": "rdp_bench.codecs.cheng2020_anchor:Cheng2020Anchor",
+    "cheng2020-anchor-msssim": "rdp_bench.codecs.cheng2020_anchor:Cheng2020AnchorMSSSIM",
+    "cheng2020-attn": "rdp_bench.codecs.cheng2020_attn:Cheng2020Attention",
+    "cheng2020-attn-msssim": "rdp_bench.codecs.cheng2020_attn:Cheng2020AttentionMSSSIM",
 }
 
 #: the number a format-v2 bitstream's header carries for its codec (``rdp_bench.container``). Assigned once,
@@ -52,6 +65,18 @@ CODEC_IDS: dict[str, int] = {
     "corrdiff": 15,
     "corrdiff-diffusion-only": 16,
     "corrdiff-e2e": 17,
+    "bmshj2018-factorized": 18,
+    "bmshj2018-factorized-msssim": 19,
+    "bmshj2018-hyperprior": 20,
+    "bmshj2018-hyperprior-msssim": 21,
+    "mbt2018-mean": 22,
+    "mbt2018-mean-msssim": 23,
+    "mbt2018": 24,
+    "mbt2018-msssim": 25,
+    "cheng2020-anchor": 26,
+    "cheng2020-anchor-msssim": 27,
+    "cheng2020-attn": 28,
+    "cheng2020-attn-msssim": 29,
 }
 #: ids of codecs that were removed: reserved forever, id -> the codec's name
 RETIRED_CODEC_IDS: dict[int, str] = {}

@@ -33,6 +33,8 @@ from rdp_bench.container import BitstreamError
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 256.0, 64
 PRECISION = 16  # bits of the quantized CDFs (CompressAI's entropy_coder_precision)
 _MAX_STRINGS = 64
+#: largest |symbol| a factorized string may decode to (latents beyond 2^24 come only from corrupt strings)
+MAX_ESCAPED_SYMBOL = 1 << 24
 
 
 def default_scale_table(lo: float = SCALES_MIN, hi: float = SCALES_MAX, levels: int = SCALES_LEVELS) -> torch.Tensor:
@@ -161,6 +163,26 @@ class _Tables:
         padded = bytes(string) + bytes(4 * len(flat) + 16)
         values = RansDecoder().decode_with_indexes(padded, flat, self.cdfs, self.lengths, self.offsets)
         return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+    def stream_decoder(self, string: bytes, max_symbols: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Serial decoding of one string written by ``encode``: each call decodes the next symbols, one per
+        index given (autoregressive models learn the next indexes from the symbols decoded so far).
+
+        At most ``max_symbols`` symbols are read (the string is zero-padded for them, as in ``decode``).
+        Each call hands the coder only the tables its indexes use: the full table list (up to ~200k
+        numbers) would be converted on every call, which dominates serial decoding."""
+        decoder = RansDecoder()
+        decoder.set_stream(bytes(string) + bytes(4 * max_symbols + 16))
+
+        def next_symbols(indexes: torch.Tensor) -> torch.Tensor:
+            flat = indexes.reshape(-1).to(torch.int32).tolist()
+            used = sorted(set(flat))
+            local = {table: k for k, table in enumerate(used)}
+            values = decoder.decode_stream([local[i] for i in flat], [self.cdfs[t] for t in used],
+                                           [self.lengths[t] for t in used], [self.offsets[t] for t in used])
+            return torch.tensor(values, dtype=torch.int32).reshape(indexes.shape)
+
+        return next_symbols
 
 
 def _as_cpu_float(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -320,6 +342,10 @@ class FactorizedCoder:
         out = []
         for s in strings:
             symbols = self.tables.decode(s, indexes)
+            # corrupt escape codes decode to huge values, and re-encoding one whose raw value overflows
+            # int32 never ends in the rANS coder: such a string is refused before the check
+            if symbols.numel() and int(symbols.abs().max()) > MAX_ESCAPED_SYMBOL:
+                raise BitstreamError("hyper-latent string decodes to out-of-range symbols (it is corrupt)")
             if self.tables.encode(symbols, indexes) != bytes(s):
                 raise BitstreamError("hyper-latent string does not match the image size in the header "
                                      "(or is corrupt)")
