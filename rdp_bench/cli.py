@@ -60,6 +60,7 @@ def run(
     codec_option: Optional[list[str]] = typer.Option(None, "--codec-option", help="KEY=VALUE for every codec of the run that takes KEY, CODEC:KEY=VALUE for one (repeatable), e.g. cdc:gamma=0.8; `rdp-bench list codecs --options` lists them."),
     max_pixels: int = typer.Option(100_000_000, "--max-pixels", min=1, help="Largest image (input or decoded bitstream) in pixels; bigger ones are refused."),
     target_bpp: Optional[str] = typer.Option(None, "--target-bpp", help="Rate matching, e.g. 0.1,0.2,0.4: per image, the setting of each tunable codec (jpeg, webp, avif, jxl, jpeg2000, bpg) whose bitstream is nearest each bpp (rate points bpp0.1, ...), instead of the sweep."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Decode each stream of a seeded decoder (cdc, corrdiff-diffusion-only) K times, seeds 0..K-1; rows record the seed, summaries give the mean and the std over seeds."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples for 95% bootstrap intervals in summary/*.json: means over images, FID/KID over patches from the stored features (e.g. 200; 0: none)."),
 ) -> None:
     """Encode every image to a real bitstream, decode it from disk, and measure it, for every rate point."""
@@ -86,7 +87,7 @@ def run(
         metric_options={**({"weights_dir": str(weights_dir)} if weights_dir else {}),
                         **({"allow_download": False} if no_download else {})},
         executor=executor, executor_options={"address": ray_address} if ray_address else {}, amp=amp,
-        max_pixels=max_pixels, target_bpp=targets, bootstrap=bootstrap,
+        max_pixels=max_pixels, target_bpp=targets, bootstrap=bootstrap, seeds=seeds,
     )
     from contextlib import nullcontext
 
@@ -499,6 +500,7 @@ def report(
     grid_bpp: Optional[float] = typer.Option(None, "--grid-bpp", help="Target bpp of the visual comparison."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Only these codecs, comma-separated, in this order."),
     published: Optional[str] = typer.Option(None, "--published", help="Published curves to add, comma-separated (see `rdp-bench list published`); refused unless dataset and protocol match the run."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Decode each stream of a seeded decoder (cdc, corrdiff-diffusion-only) K times, seeds 0..K-1; rows record the seed, summaries give the mean and the std over seeds."),
     bootstrap: int = typer.Option(0, "--bootstrap", min=0, help="Resamples of the images for 95% confidence intervals of rate points and BD numbers (e.g. 200; 0: none)."),
 ) -> None:
     """BD-rate / BD-quality tables, rate-distortion-perception plots and a self-contained report.html."""

@@ -450,3 +450,98 @@ def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_code
                             {"codec": "gained-hyperprior", "config": {**hp.config.to_dict(), "lambdas": [0.01, 0.1]}})
     with pytest.raises(ValueError, match="other rate points"):
         train_score(replace(cfg, init=str(path), compressor=str(other)), "e", tmp_path, until_step=0, log=quiet)
+
+
+# ----------------------------------------------------------------------------------------------
+# --seeds K: other samples of one stream (issue 17, multi-seed decoding)
+# ----------------------------------------------------------------------------------------------
+def test_a_seed_draws_another_sample_of_the_same_stream_and_seed_0_is_the_streams_own(micro_weights, photo):
+    codec = _codec("corrdiff-diffusion-only", micro_weights)
+    streams = codec.encode([photo(40, 45, seed=6)], 1)
+    own, zero = codec.decode(streams)[0], codec.decode(streams, seed=0)[0]
+    one, one_again, two = (codec.decode(streams, seed=s)[0] for s in (1, 1, 2))
+    assert torch.equal(own, zero) and torch.equal(one, one_again)
+    assert not torch.equal(own, one) and not torch.equal(one, two)
+
+
+def test_only_seeded_decoders_take_a_seed(micro_weights, photo):
+    # corrected: γ were solved on the stream's own noise, so another noise is not a decode of it
+    assert not _codec("corrdiff", micro_weights).seeded_decode
+    assert not _codec("corrdiff-e2e", micro_weights).seeded_decode
+    codec = _codec("corrdiff", micro_weights)
+    streams = codec.encode([photo(40, 45, seed=6)], 1)
+    with pytest.raises(ValueError, match="one image per stream"):
+        codec.decode(streams, seed=1)
+
+
+def _fake_inception(monkeypatch):
+    from rdp_bench.metrics import fid as fid_module
+
+    def features(model, patches, batch_size=16):  # a feature vector per patch, seeded by its pixels
+        return np.stack([np.random.default_rng(zlib.crc32(p.numpy().tobytes())).normal(size=64) for p in patches])
+
+    monkeypatch.setattr(fid_module, "inception_model", lambda source, device: None)
+    monkeypatch.setattr(fid_module, "inception_features", features)
+    fid_module._FEATURE_MEMO.clear()
+
+
+def test_run_with_seeds_encodes_once_decodes_k_times_and_resumes(micro_weights, photo, tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from rdp_bench.bench.runner import RunConfig, run_benchmark
+    from rdp_bench.reports.runs import aggregate, load_run
+
+    monkeypatch.setenv("RDP_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RDP_BENCH_OFFLINE", "1")
+    _fake_inception(monkeypatch)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(photo(256, 256, seed=i).mul(255).round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+
+    def run(seeds):
+        cfg = RunConfig(codecs=["corrdiff-diffusion-only", "corrdiff-e2e"], dataset=f"folder:{folder}", out=out,
+                        rates=["q1"], metrics=["psnr", "kid"], progress=False, device="cpu", seeds=seeds,
+                        codec_options={"checkpoint": str(micro_weights), "steps": 2})
+        return run_benchmark(cfg)
+
+    store = run(3)
+    rows = store.rows()
+    seeds = sorted((r["codec"], r["image_id"], r["seed"]) for r in rows)
+    assert seeds == sorted([("corrdiff-diffusion-only", f"{i}.png", s) for i in range(2) for s in range(3)]
+                           + [("corrdiff-e2e", f"{i}.png", 0) for i in range(2)])
+    # one stream per image, whatever the seeds; the samples differ
+    assert len(list((out / "bitstreams" / "corrdiff-diffusion-only").rglob("*.rdpb"))) == 2
+    psnr = {r["seed"]: r["psnr"] for r in rows if r["codec"] == "corrdiff-diffusion-only" and r["image_id"] == "0.png"}
+    assert len(set(psnr.values())) == 3
+    kid_rows = [r for r in store.dataset_rows() if r["codec"] == "corrdiff-diffusion-only" and r["metric"] == "kid"]
+    assert sorted(r["seed"] for r in kid_rows) == [0, 1, 2]
+
+    summary = json.loads((out / "summary" / "corrdiff-diffusion-only.json").read_text())
+    res, spread = summary["results"], summary["seeds"]
+    assert spread["count"] == 3 and spread["std"]["psnr-rgb"][0] > 0
+    per_seed = [np.mean([r["psnr"] for r in rows if r["codec"] == "corrdiff-diffusion-only" and r["seed"] == s])
+                for s in range(3)]
+    assert res["psnr-rgb"][0] == pytest.approx(np.mean(per_seed))
+    assert spread["std"]["psnr-rgb"][0] == pytest.approx(np.std(per_seed, ddof=1))
+    assert res["kid"][0] == pytest.approx(np.mean([r["value"] for r in kid_rows]))
+    assert "seeds" not in json.loads((out / "summary" / "corrdiff-e2e.json").read_text())
+
+    # the report counts images, not (image, seed) rows, and FID/KID is the mean over seeds
+    points = aggregate([load_run(out)]).points
+    diff = points[points["codec"] == "corrdiff-diffusion-only"].iloc[0]
+    assert diff["images"] == 2 and diff["seeds"] == 3
+    assert diff["kid"] == pytest.approx(res["kid"][0]) and diff["psnr"] == pytest.approx(res["psnr-rgb"][0])
+
+    # a fourth seed decodes the stored streams again: 2 new rows, nothing re-encoded, nothing else redone
+    before = (out / "rows.jsonl").read_text().count("\n")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.rdpb")}
+    store = run(4)
+    assert (out / "rows.jsonl").read_text().count("\n") == before + 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.rdpb")} == stamps
+    added = [r for r in store.rows() if r["seed"] == 3]
+    assert {r["codec"] for r in added} == {"corrdiff-diffusion-only"} and "encoding_time" not in added[0]
+    assert run(4) and (out / "rows.jsonl").read_text().count("\n") == before + 2  # done: nothing to do

@@ -75,6 +75,9 @@ class RunConfig:
     #: ``--target-bpp``: instead of the rate sweep, per image the codec setting whose real bitstream
     #: comes nearest each of these bpps (codecs with a tunable rate only; ``rdp_bench.bench.ratematch``)
     target_bpp: list[float] | None = None
+    #: ``--seeds K``: a seeded decoder (``Codec.seeded_decode``: cdc, corrdiff-diffusion-only) decodes each
+    #: stream K times, seeds 0..K-1 (seed 0 is the stream's own noise); the others decode once
+    seeds: int = 1
 
 
 def _slug(text: str) -> str:
@@ -118,6 +121,8 @@ class Sweep:
             raise ValueError(f"--amp must be one of {', '.join(m for m in AMP_MODES if m)}; got {cfg.amp!r}")
         # typed and checked per codec before anything loads: a typo is one line, not a silent default
         self.codec_options = route_codec_options(cfg.codecs, cfg.codec_options, cfg.amp)
+        if int(cfg.seeds) < 1:
+            raise ValueError(f"--seeds must be at least 1, got {cfg.seeds}")
         self._refuse_mixed_amp()
         if cfg.target_bpp:  # before any weights or dataset are loaded
             for name in cfg.codecs:
@@ -185,8 +190,19 @@ class Sweep:
         stem = _slug(Path(image_id).with_suffix("").as_posix())
         return f"bitstreams/{codec}/{ckpt}{_slug(rate)}/{stem}-{sha[:8]}.rdpb"
 
-    def partial_path(self, metric: str, codec: str, checkpoint: str, rate: str, sha: str) -> Path:
-        return partial_file(self.run_dir, metric, codec, checkpoint, rate, sha)
+    def partial_path(self, metric: str, codec: str, checkpoint: str, rate: str, sha: str, seed: int = 0) -> Path:
+        return partial_file(self.run_dir, metric, codec, checkpoint, rate, sha, seed)
+
+    def seeds_of(self, name: str) -> tuple[int, ...]:
+        """The decode seeds a codec's streams are measured at: 0..K-1 for a seeded decoder, else (0,)."""
+        return tuple(range(int(self.cfg.seeds))) if self.codecs[name].seeded_decode else (0,)
+
+    def _rows_of(self, name: str, ckpt: str, label: str) -> list[dict[str, Any]]:
+        """This run's rows of one (codec, checkpoint, rate point), on the current files and seeds."""
+        files, seeds = set(self.hashes.items()), set(self.seeds_of(name))
+        return [r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
+                and r["rate_label"] == label and (r.get("image_id"), r["image_sha256"]) in files
+                and int(r.get("seed", 0)) in seeds]
 
     def shape_of(self, item) -> tuple[int, int]:
         return image_shape(item.path, self.cfg.max_pixels)
@@ -201,16 +217,22 @@ class Sweep:
                 todo_by_shape: dict[tuple[int, int], list[TaskItem]] = defaultdict(list)
                 for item in self.dataset.items:
                     sha = self.hashes[item.image_id]
-                    row = self.store.get((name, ckpt, point.label, sha, item.image_id))
                     rel = self.bitstream_rel(name, ckpt, point.label, item.image_id, sha)
-                    missing_partial = any(
-                        not self.partial_path(m, name, ckpt, point.label, sha).exists() for m in available_dataset_metrics
-                    )
-                    if row is not None and not missing_partial and all(self.has_value(row, m) for m in self.image_metrics):
+                    todo, measured = [], False
+                    for seed in self.seeds_of(name):
+                        row = self.store.get(row_key({"codec": name, "checkpoint": ckpt, "rate_label": point.label,
+                                                      "image_sha256": sha, "image_id": item.image_id, "seed": seed}))
+                        measured = measured or row is not None
+                        missing_partial = any(not self.partial_path(m, name, ckpt, point.label, sha, seed).exists()
+                                              for m in available_dataset_metrics)
+                        if row is None or missing_partial or not all(self.has_value(row, m) for m in self.image_metrics):
+                            todo.append(seed)
+                    if not todo:
                         continue
-                    reuse = row is not None and (self.run_dir / rel).exists()
+                    # one encode for every seed: a stored stream (of any seed's row) is decoded again
+                    reuse = measured and (self.run_dir / rel).exists()
                     todo_by_shape[self.shape_of(item) if self.cfg.batch_size > 1 else (0, 0)].append(
-                        TaskItem(item.image_id, str(item.path), sha, rel, reuse_bitstream=reuse)
+                        TaskItem(item.image_id, str(item.path), sha, rel, reuse_bitstream=reuse, seeds=tuple(todo))
                     )
                 for items in todo_by_shape.values():
                     for start in range(0, len(items), self.cfg.batch_size):
@@ -241,12 +263,15 @@ class Sweep:
         if previous and previous.get("unavailable") and "unavailable" not in row:
             row = {**row, "unavailable": "{}"}  # every metric is measured now: clear the old reasons
         for metric, partial in result.partials.items():
-            target = self.partial_path(metric, row["codec"], row["checkpoint"], row["rate_label"], row["image_sha256"])
+            target = self.partial_path(metric, row["codec"], row["checkpoint"], row["rate_label"], row["image_sha256"],
+                                       int(row.get("seed", 0)))
             with atomic_path(target) as tmp:
                 np.savez(tmp, **partial)
         if result.recon is not None:
+            stem = Path(row["image_id"]).with_suffix("")
+            seed = int(row.get("seed", 0))
             recon_path = self.run_dir / "recon" / row["codec"] / _slug(row["rate_label"]) / (
-                Path(row["image_id"]).with_suffix(".png").as_posix()
+                f"{stem.as_posix()}-s{seed}.png" if seed else f"{stem.as_posix()}.png"
             )
             with atomic_path(recon_path) as tmp:
                 save_image(uint8_to_tensor(result.recon), tmp)
@@ -255,12 +280,12 @@ class Sweep:
     def finalize_dataset_metrics(self) -> None:
         fingerprint = dataset_fingerprint(self.hashes.values())
         for name, codec in self.codecs.items():
-            for point in self.rate_points[name]:
+            for point, seed in ((p, k) for p in self.rate_points[name] for k in self.seeds_of(name)):
                 ckpt = codec.checkpoint_id(point)
                 for metric_name in self.dataset_metrics:
                     base = {"codec": name, "checkpoint": ckpt, "rate_label": point.label, "rate_id": codec.rate_id(point),
                             "dataset": self.dataset.name, "dataset_fingerprint": fingerprint, "metric": metric_name,
-                            "images": len(self.hashes)}
+                            "images": len(self.hashes), "seed": seed}
                     status = self.metric_status[metric_name]
                     done = self.store.get_dataset(ResultsStore.dataset_key(base))
                     # a NaN (unavailable, or no patches) is recomputed once the metric can run
@@ -271,7 +296,8 @@ class Sweep:
                         continue
                     metric = get_metric(metric_name, device=self.cfg.device, **self.cfg.metric_options)
                     assert isinstance(metric, DatasetMetric)
-                    paths = [self.partial_path(metric_name, name, ckpt, point.label, sha) for sha in self.hashes.values()]
+                    paths = [self.partial_path(metric_name, name, ckpt, point.label, sha, seed)
+                             for sha in self.hashes.values()]
                     values = metric.finalize(iter_partials(paths))
                     first = next(iter(values))
                     extra = {k: v for k, v in values.items() if k != first}
@@ -279,34 +305,49 @@ class Sweep:
 
     def write_summaries(self) -> None:
         current = set(self.hashes.values())
-        files = set(self.hashes.items())
         for name, codec in self.codecs.items():
+            seeds = self.seeds_of(name)
             results: dict[str, list[Any]] = defaultdict(list)
+            spread: dict[str, list[Any]] = defaultdict(list)  # std over seeds of the per-seed values
             for point in self.rate_points[name]:
                 ckpt = codec.checkpoint_id(point)
-                rows = [r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
-                        and r["rate_label"] == point.label
-                        and (r.get("image_id"), r["image_sha256"]) in files]
+                rows = self._rows_of(name, ckpt, point.label)
                 if not rows:
                     continue
                 results["rate_label"].append(point.label)
                 keys = ["bpp", "encoding_time", "decoding_time", *self.image_metrics]
                 keys += sorted({k for r in rows for k, v in r.items() if k.startswith("bpp_") and isinstance(v, (int, float))})
                 for key in keys:
-                    vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-                    finite = [v for v in vals if math.isfinite(v)]
+                    # a mean over images and seeds: every (image, seed) row weighs the same
+                    per_seed = [[float(r[key]) for r in rows if int(r.get("seed", 0)) == k
+                                 and isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))] for k in seeds]
+                    finite = [v for vals in per_seed for v in vals]
                     results[COMPRESSAI_NAMES.get(key, key)].append(float(np.mean(finite)) if finite else None)
+                    if len(seeds) > 1 and key not in ("encoding_time", "decoding_time"):
+                        spread[COMPRESSAI_NAMES.get(key, key)].append(_std([np.mean(v) for v in per_seed if v]))
                 for metric_name in self.dataset_metrics:
-                    hit = [r for r in self.store.dataset_rows() if r["codec"] == name and r["checkpoint"] == ckpt
-                           and r["rate_label"] == point.label and r["metric"] == metric_name
-                           and r["dataset_fingerprint"] == dataset_fingerprint(current)]
-                    value = hit[-1]["value"] if hit else None
-                    results[metric_name].append(value if isinstance(value, (int, float)) and math.isfinite(value) else None)
-            summary = {
+                    values = []
+                    for k in seeds:
+                        hit = [r for r in self.store.dataset_rows() if r["codec"] == name and r["checkpoint"] == ckpt
+                               and r["rate_label"] == point.label and r["metric"] == metric_name
+                               and r["dataset_fingerprint"] == dataset_fingerprint(current) and int(r.get("seed", 0)) == k]
+                        value = hit[-1]["value"] if hit else None
+                        if isinstance(value, (int, float)) and math.isfinite(value):
+                            values.append(float(value))
+                    # FID/KID per seed, then their mean: each seed is one sample of the decoder's distribution
+                    results[metric_name].append(float(np.mean(values)) if len(values) == len(seeds) else None)
+                    if len(seeds) > 1:
+                        spread[metric_name].append(_std(values) if len(values) == len(seeds) else None)
+            summary: dict[str, Any] = {
                 "name": name,
                 "description": f"{codec.description} on {self.dataset.name} ({len(current)} images)",
                 "results": dict(results),
             }
+            if len(seeds) > 1 and results:
+                summary["seeds"] = {"count": len(seeds), "values": list(seeds),
+                                    "note": "results are means over images and seeds; std is the sample standard "
+                                            "deviation over seeds of each seed's value (its mean over images, or its FID/KID)",
+                                    "std": dict(spread)}
             if self.cfg.bootstrap > 0 and results:
                 summary["confidence_intervals"] = self.summary_intervals(name, codec, list(results["rate_label"]))
             atomic_write_text(self.run_dir / "summary" / f"{name}.json", json.dumps(summary, indent=2))
@@ -318,18 +359,20 @@ class Sweep:
         from rdp_bench.metrics.fid_bootstrap import partial_intervals, percentile_interval
 
         n, seed = self.cfg.bootstrap, self.cfg.seed
-        files = set(self.hashes.items())
         points = {p.label: p for p in self.rate_points[name]}
         out: dict[str, dict[str, list[Any]]] = defaultdict(lambda: {"low": [], "high": []})
         bias: list[Any] = []
         for label in labels:
             ckpt = codec.checkpoint_id(points[label])
-            rows = sorted((r for r in self.store.rows() if r["codec"] == name and r["checkpoint"] == ckpt
-                           and r["rate_label"] == label and (r.get("image_id"), r["image_sha256"]) in files),
-                          key=lambda r: (r["image_sha256"], str(r.get("image_id"))))
+            # images are resampled; a seeded decoder's image counts once, with its mean over seeds
+            by_image: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+            for r in self._rows_of(name, ckpt, label):
+                by_image[(r["image_sha256"], str(r.get("image_id")))].append(r)
+            images = sorted(by_image)
+            rows = [min(by_image[k], key=lambda r: int(r.get("seed", 0))) for k in images]  # seed 0's partials
             draws = np.random.default_rng(seed).integers(0, len(rows), size=(n, len(rows)))
             for key in ["bpp", *self.image_metrics]:
-                vals = np.array([float(r[key]) if isinstance(r.get(key), (int, float)) else math.nan for r in rows])
+                vals = np.array([_seed_mean(by_image[k], key) for k in images])
                 lo, hi = (math.nan, math.nan)
                 if len(vals) >= 2 and np.isfinite(vals).any():
                     # finite values only, as the summary's mean is taken
@@ -356,6 +399,9 @@ class Sweep:
         }
         if bias:
             block["fid_bootstrap_bias"] = bias
+        if len(self.seeds_of(name)) > 1:
+            block["seeds"] = ("per-image metrics: each image's mean over seeds, resampled over images; FID/KID: "
+                              "seed 0's patches (the spread over seeds is in summary.seeds.std)")
         return block
 
     def write_provenance(self) -> None:
@@ -393,6 +439,7 @@ class Sweep:
             "executor": self.cfg.executor,
             "amp": self.cfg.amp,
             "batch_size": self.cfg.batch_size,
+            "decode_seeds": {name: list(self.seeds_of(name)) for name in self.codecs},
             "codec_options": self.cfg.codec_options,
             "codecs": codecs,
             "metrics": metrics,
@@ -419,6 +466,17 @@ class Sweep:
         self.store.write_tables()
         self.write_summaries()
         return self.store
+
+
+def _std(values: list[float]) -> float | None:
+    """Sample standard deviation (ddof 1); None with fewer than two values."""
+    return float(np.std(values, ddof=1)) if len(values) >= 2 else None
+
+
+def _seed_mean(rows: list[dict[str, Any]], key: str) -> float:
+    """One image's value of ``key``: its mean over the seeds it was decoded with (NaN when none is finite)."""
+    vals = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))]
+    return float(np.mean(vals)) if vals else math.nan
 
 
 def run_benchmark(cfg: RunConfig) -> ResultsStore:

@@ -26,12 +26,16 @@ import pandas as pd
 from rdp_bench.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 from rdp_bench.container import legacy_rate_columns
 
-#: a row per file: two files with identical pixels keep their own rows (and image ids)
-KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256", "image_id")
+#: a row per file and decode seed: two files with identical pixels keep their own rows (and image ids),
+#: and each sample of a seeded decoder (``--seeds K``) its own row
+KEY_FIELDS = ("codec", "checkpoint", "rate_label", "image_sha256", "image_id", "seed")
+
+#: rows written before ``--seeds`` existed are seed 0: the stream's own noise, as they were decoded
+_KEY_DEFAULTS = {"seed": 0}
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in KEY_FIELDS)
+    return tuple(str(row.get(k, _KEY_DEFAULTS.get(k, ""))) for k in KEY_FIELDS)
 
 
 def _is_legacy(container_bytes: Any, nbytes: Any) -> bool:
@@ -58,6 +62,15 @@ def upgrade_table(table: pd.DataFrame) -> pd.DataFrame:
         if out[key].notna().all():
             out[key] = out[key].astype("int64")
     return out
+
+
+def with_seed_column(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a whole-number ``seed`` column: rows from before ``--seeds`` (or from other codecs in a
+    merged table) are seed 0, the stream's own noise."""
+    if table.empty:
+        return table
+    seeds = table["seed"].fillna(0) if "seed" in table.columns else 0
+    return table.assign(seed=seeds).astype({"seed": "int64"})
 
 
 def _json_default(value: Any) -> Any:
@@ -124,12 +137,12 @@ class ResultsStore:
             self._merge(row)
         self._dataset_rows: dict[tuple[str, ...], dict[str, Any]] = {}
         for row in self.dataset_log.read():
-            self._dataset_rows[self.dataset_key(row)] = row
+            self._dataset_rows[self.dataset_key(row)] = {**_KEY_DEFAULTS, **row}
 
     # per-image rows -------------------------------------------------------------------------
     def _merge(self, row: dict[str, Any]) -> None:
         key = row_key(row)
-        self._rows[key] = {**self._rows.get(key, {}), **upgrade_row(row)}
+        self._rows[key] = {**_KEY_DEFAULTS, **self._rows.get(key, {}), **upgrade_row(row)}
 
     def get(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         return self._rows.get(key)
@@ -144,14 +157,15 @@ class ResultsStore:
     # dataset-level rows ---------------------------------------------------------------------
     @staticmethod
     def dataset_key(row: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(str(row[k]) for k in ("codec", "checkpoint", "rate_label", "dataset_fingerprint", "metric"))
+        return (*(str(row[k]) for k in ("codec", "checkpoint", "rate_label", "dataset_fingerprint", "metric")),
+                str(row.get("seed", 0)))
 
     def get_dataset(self, key: tuple[str, ...]) -> dict[str, Any] | None:
         return self._dataset_rows.get(key)
 
     def add_dataset(self, row: dict[str, Any]) -> None:
         self.dataset_log.append(row)
-        self._dataset_rows[self.dataset_key(row)] = row
+        self._dataset_rows[self.dataset_key(row)] = {**_KEY_DEFAULTS, **row}
 
     def dataset_rows(self) -> list[dict[str, Any]]:
         return list(self._dataset_rows.values())
@@ -166,15 +180,18 @@ class ResultsStore:
     def write_tables(self) -> None:
         table = self.table()
         if not table.empty:
-            table = table.sort_values(["codec", "rate_id", "image_id"], kind="stable")
+            table = table.sort_values(["codec", "rate_id", "image_id", "seed"], kind="stable")
         atomic_write_text(self.run_dir / "results.csv", table.to_csv(index=False))
         atomic_write_text(self.run_dir / "dataset_metrics.csv", self.dataset_table().to_csv(index=False))
 
 
-def partial_file(run_dir: str | Path, metric: str, codec: str, checkpoint: str, rate_label: str, sha: str) -> Path:
-    """Where a run keeps one image's dataset-metric partial (FID/KID: its patches' Inception features)."""
+def partial_file(run_dir: str | Path, metric: str, codec: str, checkpoint: str, rate_label: str, sha: str,
+                 seed: int = 0) -> Path:
+    """Where a run keeps one image's dataset-metric partial (FID/KID: its patches' Inception features);
+    a seeded decoder's sample ``seed`` > 0 gets its own file."""
     rate = re.sub(r"[^A-Za-z0-9._=-]+", "_", rate_label)
-    return Path(run_dir) / "partials" / metric / codec / checkpoint[:12] / rate / f"{sha[:24]}.npz"
+    suffix = f"-s{int(seed)}" if seed else ""
+    return Path(run_dir) / "partials" / metric / codec / checkpoint[:12] / rate / f"{sha[:24]}{suffix}.npz"
 
 
 def iter_partials(paths: Iterable[Path]) -> Iterable[dict[str, np.ndarray]]:

@@ -34,6 +34,8 @@ class TaskItem:
     bitstream_rel: str
     #: set when the bitstream already exists and only metrics are missing: decode it, don't re-encode
     reuse_bitstream: bool = False
+    #: the decode seeds still to measure (``--seeds K`` for a seeded decoder; 0 otherwise)
+    seeds: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,23 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
             atomic_write_bytes(bitstream_root / task.items[i].bitstream_rel, enc.bitstream)
             extras[i] = enc.extras
 
-    # decode from the files on disk, never from memory
+    # decode from the files on disk, never from memory; a seeded decoder once per seed asked for
     bitstreams = [(bitstream_root / item.bitstream_rel).read_bytes() for item in task.items]
-    _sync(codec.device)
-    t0 = time.perf_counter()
-    decoded = codec.decode(bitstreams)
-    _sync(codec.device)
-    dec_time = (time.perf_counter() - t0) / len(task.items)
+    decodes: list[tuple[int, int, torch.Tensor, float]] = []  # (item, seed, image, seconds per image)
+    for seed in sorted({s for item in task.items for s in item.seeds}):
+        idx = [i for i, item in enumerate(task.items) if seed in item.seeds]
+        _sync(codec.device)
+        t0 = time.perf_counter()
+        decoded = codec.decode([bitstreams[i] for i in idx], seed=seed)
+        _sync(codec.device)
+        seconds = (time.perf_counter() - t0) / len(idx)
+        decodes += [(i, seed, img, seconds) for i, img in zip(idx, decoded)]
 
     unavailable = dict(task.unavailable)
     results = []
-    for i, item in enumerate(task.items):
-        ref, rec = images[i], quantize_8bit(decoded[i].float().cpu())
+    for i, seed, image, dec_time in decodes:
+        item = task.items[i]
+        ref, rec = images[i], quantize_8bit(image.float().cpu())
         h, w = ref.shape[-2:]
         row: dict[str, Any] = {
             "codec": task.codec,
@@ -151,6 +158,7 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
             "dataset": task.dataset,
             "image_id": item.image_id,
             "image_sha256": item.sha256,
+            "seed": seed,
             "height": h,
             "width": w,
             # bpp and bytes: the payload (the field's convention); container_bytes, bpp_container: the file

@@ -215,6 +215,10 @@ class Codec(ABC):
     rate_control: ClassVar[RateControl | None] = None
     #: True when the codec has a mixed-precision path (``amp`` option, ``--amp``); others ignore ``--amp``
     supports_amp: ClassVar[bool] = False
+    #: True when a stream decodes to a sample whose noise the decoder chooses (a diffusion decode with no
+    #: side information about its noise); ``decode(..., seed=k)`` then draws sample k and ``--seeds K``
+    #: decodes each stream K times. Other codecs decode one image per stream.
+    seeded_decode: ClassVar[bool] = False
     #: the options the codec takes (``--codec-option NAME=VALUE``), by name; a subclass adds to its parents'
     #: (``declared_options`` merges them), and nothing else is accepted
     OPTIONS: ClassVar[dict[str, Option]] = {}
@@ -263,7 +267,9 @@ class Codec(ABC):
 
     @abstractmethod
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
-        """Decode validated containers (all of this codec) back to images of the recorded size."""
+        """Decode validated containers (all of this codec) back to images of the recorded size.
+
+        A ``seeded_decode`` codec takes ``seed: int = 0`` as well (the sample to draw)."""
 
     @classmethod
     def availability(cls) -> Availability:
@@ -362,7 +368,10 @@ class Codec(ABC):
     def encode(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[bytes]:
         return [e.bitstream for e in self.encode_detailed(images, rate)]
 
-    def decode(self, bitstreams: Sequence[bytes]) -> list[torch.Tensor]:
+    def decode(self, bitstreams: Sequence[bytes], seed: int = 0) -> list[torch.Tensor]:
+        """Images from containers; ``seed`` picks the sample of a ``seeded_decode`` codec (0: the stream's own)."""
+        if seed and not self.seeded_decode:
+            raise ValueError(f"{self.name} decodes one image per stream; only seeded decoders take seed={seed}")
         records = [Container.unpack(b, expected_codec=self.name) for b in bitstreams]
         ids = {self.rate_id(p): p for p in self.rate_table()}
         for rec in records:
@@ -372,7 +381,7 @@ class Codec(ABC):
             self._runnable(ids[rec.rate_id])  # a missing model is CodecUnavailable, not a bad stream
             check_bounds(self.name, rec, self.max_pixels)
         try:
-            images = self.decode_payloads(records)
+            images = self.decode_payloads(records, seed=seed) if self.seeded_decode else self.decode_payloads(records)
         except (BitstreamError, CodecUnavailable, MemoryError, FileNotFoundError, torch.cuda.OutOfMemoryError):
             raise  # bad bytes, or the machine (missing weights, memory, files): keep the real cause
         except Exception as exc:  # a payload that passed the CRC but the codec cannot parse

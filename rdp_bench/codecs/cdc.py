@@ -25,7 +25,8 @@ the Gaussian N(μ, σ) from the hyper-decoder (σ ≥ 0.1). The image is reflect
 Decoding: ŷ -> multi-scale context -> DDIM (η = 0) with ``steps`` steps (default 8 for ``cdc``, 65 for
 the official models as in CDC's test script) from x_T = γ·N(0, I), γ = 0.8, x̂0 clamped to [-1, 1]. The
 noise comes from a CPU generator seeded with CRC32 of the image's y string, so the same file always
-decodes to the same image on a given device, whatever the batch. Images of the same padded size are
+decodes to the same image on a given device, whatever the batch; ``--seeds K`` draws K samples per stream
+(``stream_noise_seed``). Images of the same padded size are
 decoded as one UNet batch, at most ``max_batch_pixels`` pixels per batch (a 2048x1365 image is decoded
 alone). The hyper path and all entropy coding run on CPU in float32.
 """
@@ -35,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -120,6 +120,7 @@ class _Loaded:
 
 class _CDCBase(Codec):
     wants_gpu = True
+    seeded_decode = True
     supports_amp = True
     default_steps: ClassVar[int] = 65
     OPTIONS: ClassVar[dict[str, Option]] = {
@@ -200,7 +201,8 @@ class _CDCBase(Codec):
         return out
 
     @torch.no_grad()
-    def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
+    def decode_payloads(self, records: Sequence[Container], seed: int = 0) -> list[torch.Tensor]:
+        from rdp_bench.codecs.diffusion.sampler import stream_noise_seed
         from rdp_bench.codecs.entropy import unpack_strings
 
         results: list[torch.Tensor | None] = [None] * len(records)
@@ -219,8 +221,7 @@ class _CDCBase(Codec):
                 z_string, y_string = unpack_strings(rec.payload, expected_count=2)
                 hp, wp = -(-rec.height // m) * m, -(-rec.width // m) * m
                 y_hat = loaded.coder.decode([z_string], [y_string], (hp // factor, wp // factor))
-                seed = zlib.crc32(y_string) & 0x7FFFFFFF
-                groups.setdefault((hp, wp), []).append((i, y_hat, seed))
+                groups.setdefault((hp, wp), []).append((i, y_hat, stream_noise_seed(y_string, seed)))
             for (hp, wp), items in groups.items():
                 per_batch = max(1, self.max_batch_pixels // (hp * wp))
                 for start in range(0, len(items), per_batch):

@@ -41,7 +41,8 @@ Choices made where the paper is silent (also in the README):
   (``training/corrdiff.py``), not jointly (the paper's phase 2 is left out: no budget for it).
 * Initial noise: ``0.8 · N(0, I)`` (CDC's default noise scale) from a CPU generator seeded with the
   CRC32 of the image's ŷ stream, one generator per image, so the noise is a function of the bitstream
-  alone and never depends on the batch.
+  alone and never depends on the batch. ``corrdiff-diffusion-only`` draws other samples of the same
+  stream with ``--seeds K``; the corrected decode has one, as its γ were solved on that noise.
 * DDIM timesteps are CDC's (``N`` indices evenly spaced over the 8193 training steps, from the top);
   the final step goes to ᾱ = 1, so the output is exactly the last x̃0.
 * x̂0 and x0e are clamped to [-1, 1] before the mix and x̃0 after it; the mix is ``torch.lerp`` so that
@@ -63,7 +64,6 @@ import copy
 import hashlib
 import json
 import struct
-import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -75,6 +75,7 @@ from rdp_bench.codecs.corrdiff_parts import (
     GRANULARITIES, GRANULARITY_IDS, QUANTIZER_IDS, QUANTIZERS, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
     solve_gamma_gradient, solve_gamma_mse,
 )
+from rdp_bench.codecs.diffusion.sampler import stream_noise_seed
 from rdp_bench.container import BitstreamError, Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "corrdiff"
@@ -376,7 +377,7 @@ class CorrDiff(Codec):
         enc = coder.encode(batch)
         # the trajectory starts from exactly the ŷ the decoder will see (the coder returns it with the strings)
         y_hat = enc.y_hat
-        seeds = [_noise_seed(p) for p in enc.payloads]
+        seeds = [stream_noise_seed(p) for p in enc.payloads]
         steps = self.steps if self.mode != "e2e" else 0
         gamma_bytes = [b""] * b
         gamma_count = 0
@@ -400,7 +401,7 @@ class CorrDiff(Codec):
         return results, images_out
 
     @torch.no_grad()
-    def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
+    def decode_payloads(self, records: Sequence[Container], seed: int = 0) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(records)
         groups: dict[tuple, list[int]] = {}
         parsed = []
@@ -425,7 +426,7 @@ class CorrDiff(Codec):
                     raise BitstreamError(f"{self.name} streams carry no gamma values")
                 if self.mode == "diffusion-only" and steps < 1:
                     raise BitstreamError("a diffusion decode needs at least one step")
-            seeds = [_noise_seed(parsed[i][4]) for i in idx]
+            seeds = [stream_noise_seed(parsed[i][4], seed) for i in idx]
             images, _ = self._run(level, y_hat, seeds, (h, w), steps, layout, precision, gammas=gammas)
             images = _to_unit(images)
             for j, i in enumerate(idx):
@@ -437,6 +438,9 @@ class CorrDiffDiffusionOnly(CorrDiff):
     name = "corrdiff-diffusion-only"
     description = "CorrDiff ablation: same checkpoint and ŷ stream, γ = 0 (plain DDIM decode)"
     mode = "diffusion-only"
+    # no γ ties the decode to the encoder's trajectory, so any noise is a valid sample (--seeds K);
+    # the corrected decode is not seeded: its γ were solved on the trajectory of the stream's own noise
+    seeded_decode = True
 
 
 class CorrDiffE2E(CorrDiff):
@@ -444,11 +448,6 @@ class CorrDiffE2E(CorrDiff):
     description = "CorrDiff ablation: same checkpoint and ŷ stream, decoded by the privileged decoder D(ŷ) only"
     wants_gpu = False
     mode = "e2e"
-
-
-def _noise_seed(latent_payload: bytes) -> int:
-    """The initial-noise seed of an image: CRC32 of its ŷ stream (known to both ends)."""
-    return zlib.crc32(latent_payload) & 0x7FFFFFFF
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:

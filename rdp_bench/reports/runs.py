@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from rdp_bench.bench.store import upgrade_table
+from rdp_bench.bench.store import upgrade_table, with_seed_column
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ REPORT_ORDER: tuple[str, ...] = ("psnr", "ms-ssim", "lpips", "dists", "fid", "ki
 NON_METRIC_COLUMNS = {
     "codec", "checkpoint", "rate_label", "rate_id", "rate_params", "dataset", "image_id", "image_sha256",
     "height", "width", "bytes", "container_bytes", "bpp", "decoding_time", "encoding_time", "device", "bitstream",
-    "unavailable",
+    "unavailable", "seed",
 }
 
 _SPECS: dict[str, MetricSpec] = {}
@@ -120,14 +120,15 @@ def load_run(path: str | Path) -> Run:
     results = path / "results.csv"
     if not results.exists():
         raise ReportError(f"{path} is not a run folder: {results} is missing (run `rdp-bench run --out {path}` first)")
-    rows = upgrade_table(pd.read_csv(results))  # a format-v1 folder's rows in today's rate columns
+    # a format-v1 folder's rows in today's rate columns; rows from before --seeds are seed 0
+    rows = with_seed_column(upgrade_table(pd.read_csv(results)))
     if rows.empty:
         raise ReportError(f"{results} has no rows")
     dataset_csv = path / "dataset_metrics.csv"
     dataset_rows = pd.DataFrame()
     if dataset_csv.exists() and dataset_csv.stat().st_size > 1:
         try:
-            dataset_rows = pd.read_csv(dataset_csv)
+            dataset_rows = with_seed_column(pd.read_csv(dataset_csv))
         except pd.errors.EmptyDataError:
             pass
     prov_path = path / "provenance.json"
@@ -272,7 +273,8 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
         pixels = (g["height"] * g["width"]).sum()
         rec: dict[str, Any] = {
             "codec": codec, "rate_label": label, "rate_id": int(g["rate_id"].iloc[0]),
-            "checkpoint": str(g["checkpoint"].iloc[0]), "images": len(g),
+            "checkpoint": str(g["checkpoint"].iloc[0]), "images": len(g.drop_duplicates(["image_sha256", "image_id"])),
+            "seeds": int(g["seed"].nunique()),
             "bpp": float(g["bpp"].mean()), "bpp_pooled": float(8.0 * g["bytes"].sum() / pixels),
         }
         why = _unavailable_reasons(g)
@@ -303,7 +305,10 @@ def aggregate(runs: Iterable[Run], metrics: list[str] | None = None, codecs: lis
                 sub = same_size
             for m in dataset_metrics:
                 hit = sub[sub["metric"].astype(str) == m]
-                value = float(hit["value"].iloc[-1]) if len(hit) else math.nan
+                if len(hit):  # the latest value per seed: FID/KID is their mean
+                    hit = hit.groupby("seed").tail(1)
+                value = float(hit["value"].mean()) if len(hit) and hit["value"].notna().all() else (
+                    float(hit["value"].iloc[-1]) if len(hit) else math.nan)
                 if not np.isfinite(value) and len(hit):
                     reason = hit["reason"].iloc[-1] if "reason" in hit.columns else ""
                     reasons.setdefault((rec["codec"], m), str(reason) if isinstance(reason, str) and reason else "NaN")

@@ -15,11 +15,24 @@ the final step returns x̂0 itself. With ``steps=1`` the whole decode is a singl
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Sequence
 
 import torch
 
 from rdp_bench.codecs.diffusion.schedule import alpha_bar
+
+
+def stream_noise_seed(stream: bytes, decode_seed: int = 0) -> int:
+    """The initial-noise seed of one image: CRC32 of the latent stream both ends hold.
+
+    ``decode_seed`` (``rdp-bench run --seeds K``) draws another sample from the same stream; seed 0 is
+    the stream's own noise, so single-seed results never change. Other seeds run the CRC on, over the
+    seed's bytes, so every (stream, seed) pair gets its own generator."""
+    seed = zlib.crc32(stream)
+    if decode_seed:
+        seed = zlib.crc32(int(decode_seed).to_bytes(8, "little", signed=False), seed)
+    return seed & 0x7FFFFFFF
 
 
 class DDIMSampler:
