@@ -33,7 +33,7 @@ from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder, HyperpriorParts
 from rdp_bench.codecs.zoo import WeightsEntry
 from rdp_bench.codecs.zoo.compressai import ROOT_URL, TABLES
 from rdp_bench.container import Container
-from rdp_bench.offline import downloads_allowed, offline_miss
+from rdp_bench.offline import OFF_REASON, downloads_allowed, offline_miss
 
 
 def hub_checkpoints_dir() -> Path:
@@ -77,8 +77,8 @@ class CompressAIZoo(Codec):
         table = cls.table()
         if downloads_allowed() or any((hub_checkpoints_dir() / e.file).is_file() for e in table):
             return Availability(True)
-        return Availability(False, offline_miss(cls.name, f"{table[0].file} ... {table[-1].file}",
-                                                hub_checkpoints_dir(), f"{ROOT_URL}/"))
+        return Availability(False, f"none of its files ({table[0].file} ... {table[-1].file}) is in "
+                                   f"{hub_checkpoints_dir()} and {OFF_REASON}; put them there (from {ROOT_URL}/)")
 
     def rate_table(self) -> list[RatePoint]:
         return [RatePoint(e.label, {"quality": e.params["quality"], "file": e.file}, id=e.id) for e in self.table()]
