@@ -15,7 +15,9 @@ Cases:
   181 M parameters) under one release file name (``quality_3``, rate id 2): the official weights are
   not here, and weights decide no check a stream goes through (string counts, grid sizes, latent
   range are the architecture's). It is fuzzed last, since its 0.7 GB of weights raise the process's
-  peak memory, which the other codecs' memory check is measured against;
+  peak memory, which the other codecs' memory check is measured against. CompressAI's zoo codecs
+  (``ZOO``: one per architecture) run the same way on randomly initialised modules of their
+  architectures as qualities 1 and 2;
 * crafted sizes: every codec's stream under headers from 4K x 4K to 64K x 64K and a few pixels off,
   and classical streams that declare a larger picture than their container (a 60000 x 60000 JPEG);
 * framing (format v2, CRC-valid): every other codec's id and ids no codec has (refused), other rate ids
@@ -25,6 +27,7 @@ Cases:
 
 from __future__ import annotations
 
+import faulthandler
 import io
 import json
 import os
@@ -46,11 +49,18 @@ from rdp_bench.codecs.entropy import pack_strings, unpack_strings  # noqa: E402
 from rdp_bench.container import BitstreamError, Container  # noqa: E402
 
 CLASSICAL = ("jpeg", "webp", "avif", "avif420", "jxl", "jpeg2000", "bpg", "bpg444")
-LEARNED = ("hific", "cdc", "hyperprior", "corrdiff", "corrdiff-e2e", "msillm")  # msillm last: see above
+LEARNED = ("hific", "cdc", "hyperprior", "corrdiff", "corrdiff-e2e", "msillm")
 CLASSICAL_MUTATIONS = int(os.environ.get("RDP_FUZZ_CLASSICAL", 2000))
+#: CompressAI's zoo, one codec per architecture, on randomly initialised models (see ``random_zoo``); the
+#: ``-msssim`` codecs are the same classes with other weights files, so they add no decoding path
+ZOO = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018", "cheng2020-anchor",
+       "cheng2020-attn")
 LEARNED_MUTATIONS = int(os.environ.get("RDP_FUZZ_LEARNED", 200))
 CRAFTED_SIZES = ((4096, 4096), (8192, 8192), (16384, 16384), (32768, 32768), (65536, 65536))
 SEED = 20240612
+#: a case still running after this many seconds is a hang: the process prints where it is stuck
+#: (faulthandler, which also sees inside C extensions such as the rANS coder) and exits with status 1
+CASE_TIMEOUT = float(os.environ.get("RDP_FUZZ_CASE_TIMEOUT", 120))
 
 
 def _rss_mb() -> float:
@@ -73,6 +83,7 @@ class Tally:
         self.cases += 1
         t0 = time.perf_counter()
         outcome = "failure"
+        faulthandler.dump_traceback_later(CASE_TIMEOUT, exit=True)  # a hang ends the run, saying where
         try:
             images = codec.decode([bitstream])
         except BitstreamError:
@@ -86,6 +97,8 @@ class Tally:
                 self.decoded += 1
             else:
                 self.failures.append(f"{label}: decoded {[tuple(i.shape) for i in images]}, header {want}")
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         took = time.perf_counter() - t0
         self.slowest = max(self.slowest, took)
         if max_seconds is not None and took > max_seconds:
@@ -221,6 +234,29 @@ def random_msillm(folder: Path):
     return codec
 
 
+def random_zoo(name: str, folder: Path):
+    """A CompressAI zoo codec whose quality-1 and quality-2 models (rate ids 0 and 1: the stream's own and
+    the one a framing case switches to) are randomly initialised modules of its architecture (``build``),
+    put in the codec's coder cache; torch's hub folder is pointed at ``folder``, where empty files stand
+    in for their weights, so nothing is downloaded or loaded."""
+    from rdp_bench.codecs import codec_class
+    from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder
+
+    torch.hub.set_dir(str(folder / "hub"))
+    cls = codec_class(name)
+    codec = cls(device="cpu")
+    for entry in cls.table()[:2]:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / entry.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(SEED + entry.id)
+            model = codec.build(entry).eval().requires_grad_(False)
+        codec._coders[entry.id] = HyperpriorCoder(codec.parts(model))
+        codec._sha[entry.id] = "random-init"
+    return codec
+
+
 def fuzz_learned(name: str, rng: np.random.Generator, image: torch.Tensor, codec=None) -> dict:
     opts = {"steps": 1} if name in ("cdc", "corrdiff") else {}
     codec = codec or get_codec(name, device="cpu", **opts)
@@ -258,18 +294,24 @@ def main() -> dict:
     report: dict = {"seed": SEED, "codecs": {}, "skipped": {}}
     t0 = time.perf_counter()
     scratch = tempfile.TemporaryDirectory(prefix="rdp-fuzz-")
-    for name in CLASSICAL + LEARNED:
+    os.environ["RDP_BENCH_OFFLINE"] = "1"  # nothing here may download
+    learned = tuple(n for n in LEARNED if n != "msillm")
+    for name in CLASSICAL + learned + ZOO + ("msillm",):  # msillm last (its peak memory; see the docstring)
         status = codec_availability(name)
-        if not status and name != "msillm":  # msillm runs on a random model of its architecture
+        if not status and name != "msillm" and name not in ZOO:  # those run on random models
             report["skipped"][name] = status.reason
             continue
         t = time.perf_counter()
+        print(f"fuzzing {name}", file=sys.stderr, flush=True)  # a hang's traceback follows the codec's name
         try:
             if name in CLASSICAL:
                 result = fuzz_classical(name, rng, small)
             elif name == "msillm":
                 result = fuzz_learned(name, rng, tile, codec=random_msillm(Path(scratch.name)))
                 result["model"] = "random init, full-size HiFiCAutoencoder (MS-ILLM's architecture), as quality_3"
+            elif name in ZOO:
+                result = fuzz_learned(name, rng, tile, codec=random_zoo(name, Path(scratch.name)))
+                result["model"] = "random init, CompressAI's module of this architecture, as quality 1"
             else:
                 result = fuzz_learned(name, rng, tile)
         except Exception:
