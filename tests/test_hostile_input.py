@@ -425,3 +425,97 @@ def test_cli_mistakes_are_one_line_exit_2_and_leave_no_run_folder(tmp_path):
                                                     "--out", str(out)]))
     assert "refused" in line and str(evil) in line
     assert not marker.exists() and not out.exists()  # nothing executed; the folder this run made is gone
+
+
+# --- runtime errors mid-run -------------------------------------------------------------------------
+@pytest.fixture
+def three_photos(tmp_path, photo):
+    from PIL import Image
+
+    root = tmp_path / "three"
+    root.mkdir()
+    for seed, name in enumerate(("a.png", "b.png", "c.png")):  # one size: --batch-size 3 decodes them together
+        arr = photo(32, 48, seed=seed).mul(255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(arr * (name != "b.png")).save(root / name)  # b.png is black
+    return root
+
+
+def _failing_on_b(monkeypatch, exc):
+    """jpeg's decoder raises ``exc`` for any batch holding b.png (the black image) only."""
+    from rdp_bench.codecs.jpeg import JPEG
+
+    real = JPEG.decode_payloads
+
+    def decode_payloads(self, records):
+        images = real(self, records)
+        if any(float(img.mean()) < 0.05 for img in images):
+            raise exc
+        return images
+
+    monkeypatch.setattr(JPEG, "decode_payloads", decode_payloads)
+
+
+@pytest.mark.parametrize("batch", ["1", "3"])
+def test_a_codec_failing_on_one_image_mid_run_is_recorded_and_the_rest_measured(three_photos, tmp_path,
+                                                                                  monkeypatch, batch):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+    from rdp_bench.metrics import metric_availability
+
+    _failing_on_b(monkeypatch, RuntimeError("boom in the entropy decoder"))
+    out = tmp_path / "run"
+    args = ["run", "--codec", "jpeg", "--rate", "q55,q75", "--dataset", f"folder:{three_photos}", "--out", str(out),
+            "--metrics", "psnr,fid", "--batch-size", batch, "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # at the end, after everything else was measured
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(zip(rows["image_id"], rows["rate_label"])) == [(i, q) for i in ("a.png", "c.png") for q in ("q55", "q75")]
+    errors = pd.read_csv(out / "errors.csv")
+    assert sorted(errors["rate_label"]) == ["q55", "q75"] and set(errors["image_id"]) == {"b.png"}
+    assert set(errors["codec"]) == {"jpeg"} and all("boom in the entropy decoder" in e for e in errors["error"])
+    assert "b.png" in result.output and "boom" in result.output
+    if metric_availability("fid"):  # FID over part of the set is not given: NaN, and why
+        fid = pd.read_csv(out / "dataset_metrics.csv")
+        assert len(fid) == 2 and fid["value"].isna().all()
+        assert fid["reason"].str.contains("1 of 3 images failed").all()
+    # the next run tries the failed image again (and only it); once it decodes, the run is complete
+    before = len((out / "rows.jsonl").read_text().splitlines())
+    monkeypatch.undo()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert len((out / "rows.jsonl").read_text().splitlines()) == before + 2 and not (out / "errors.csv").exists()
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), "oom", "unavailable"])
+def test_memory_and_setup_errors_mid_run_stay_loud(three_photos, tmp_path, monkeypatch, exc):
+    import torch
+
+    from rdp_bench.bench.runner import RunConfig, Sweep
+    from rdp_bench.codecs import CodecUnavailable
+
+    if exc == "oom":
+        exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    elif exc == "unavailable":
+        exc = CodecUnavailable("jpeg: the weights went away")
+    _failing_on_b(monkeypatch, exc)
+    cfg = RunConfig(codecs=["jpeg"], dataset=f"folder:{three_photos}", out=tmp_path / "run", rates=["q75"],
+                    metrics=["psnr"], progress=False)
+    with pytest.raises(type(exc)):
+        Sweep(cfg).run()
+
+
+def test_fatal_errors_are_found_behind_the_decoders_wrapper():
+    from rdp_bench.bench.tasks import is_fatal
+    from rdp_bench.container import BitstreamError
+
+    try:
+        try:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        except RuntimeError as inner:
+            raise BitstreamError("jpeg: payload could not be decoded") from inner
+    except BitstreamError as wrapped:
+        assert is_fatal(wrapped)
+    assert not is_fatal(BitstreamError("jpeg: truncated")) and not is_fatal(ValueError("odd shape"))

@@ -168,15 +168,17 @@ def test_resume_and_added_metric_reuse_stored_bitstreams(cluster, crops, tmp_pat
 
 
 def test_corrupt_stored_bitstream_fails_clearly_and_keeps_the_rest(cluster, crops, tmp_path):
-    from rdp_bench.container import BitstreamError
+    from rdp_bench.bench.runner import Sweep
 
     out = tmp_path / "ray"
     base = dict(codecs=["jpeg"], dataset=crops, out=out, rates=["q35"], progress=False, executor="ray", limit=3)
     run_benchmark(RunConfig(metrics=["psnr"], **base))
     victim = sorted((out / "bitstreams").rglob("*.rdpb"))[0]
     victim.write_bytes(victim.read_bytes()[:-7])
-    with pytest.raises(BitstreamError):
-        run_benchmark(RunConfig(metrics=["psnr", "ms-ssim"], **base))
+    sweep = Sweep(RunConfig(metrics=["psnr", "ms-ssim"], **base))
+    sweep.run()  # the image is recorded (errors.csv; the CLI exits 1), the others are measured
+    assert len(sweep.errors) == 1 and "BitstreamError" in sweep.errors[0]["error"]
+    assert "delete it to encode again" in sweep.errors[0]["error"] and (out / "errors.csv").is_file()
     table = [r for r in json.loads("[" + ",".join((out / "rows.jsonl").read_text().splitlines()) + "]")
              if "ms-ssim" in r]
     assert len(table) == 2  # the two healthy items were measured and committed

@@ -34,7 +34,10 @@ class LocalExecutor:
             task = next(queue, None)
             loading = pool.submit(load_task_images, task) if task is not None else None
             while task is not None:
-                images = loading.result()
+                try:
+                    images = loading.result()
+                except Exception:  # an image changed since it was hashed: run_task reads it and says which
+                    images = None
                 upcoming = next(queue, None)
                 loading = pool.submit(load_task_images, upcoming) if upcoming is not None else None
                 yield task, run_task(task, bitstream_root, self.cache, originals=images)

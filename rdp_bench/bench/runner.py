@@ -159,12 +159,14 @@ class Sweep:
         return hashes
 
     def write_errors(self) -> None:
-        """``errors.csv``: the images this run could not use (removed when there are none)."""
+        """``errors.csv``: the images this run could not use, and those a codec failed on mid-run (codec and
+        rate point named; they have no row and are tried again on the next run). Removed when there are none."""
         path = self.run_dir / "errors.csv"
         if not self.errors:
             path.unlink(missing_ok=True)
             return
-        atomic_write_text(path, pd.DataFrame(self.errors, columns=["image_id", "path", "error"]).to_csv(index=False))
+        columns = ["image_id", "path", "codec", "rate_label", "error"]
+        atomic_write_text(path, pd.DataFrame(self.errors, columns=columns).to_csv(index=False))
 
     def _refuse_mixed_amp(self) -> None:
         # rows are keyed by checkpoint, not precision: AMP and fp32 results must not share a run folder
@@ -255,6 +257,9 @@ class Sweep:
 
     # persisting ---------------------------------------------------------------------------------
     def commit(self, result: ItemResult) -> None:
+        if result.error is not None:  # this image failed mid-run: recorded, no row, the sweep goes on
+            self.errors.append(result.error)
+            return
         path = self.run_dir / result.bitstream_rel
         if not path.exists() or path.read_bytes() != result.bitstream:
             atomic_write_bytes(path, result.bitstream)
@@ -298,6 +303,11 @@ class Sweep:
                     assert isinstance(metric, DatasetMetric)
                     paths = [self.partial_path(metric_name, name, ckpt, point.label, sha, seed)
                              for sha in self.hashes.values()]
+                    missing = sum(1 for p in paths if not p.exists())
+                    if missing:  # images that failed mid-run: no value over part of the set (NaN: retried)
+                        self.store.add_dataset({**base, "value": math.nan,
+                                                "reason": f"{missing} of {len(paths)} images failed (errors.csv)"})
+                        continue
                     values = metric.finalize(iter_partials(paths))
                     first = next(iter(values))
                     extra = {k: v for k, v in values.items() if k != first}
@@ -462,6 +472,7 @@ class Sweep:
                     self.commit(result)
                 bar.set_postfix_str(f"{task.codec} {task.rate_label}")
                 bar.update(len(results))
+        self.write_errors()  # now with the images that failed mid-run
         self.finalize_dataset_metrics()
         self.store.write_tables()
         self.write_summaries()

@@ -3,10 +3,19 @@
 A ``BatchTask`` is picklable (names, paths, hashes): any executor, in-process or on a Ray worker, can
 run it with ``run_task``. Its result carries everything the driver persists: the row, the bitstream
 bytes, the dataset-metric partials and, when asked, the reconstruction.
+
+An image that fails in the middle of a sweep (its decode raises, a codec bug shows on that image only, its
+file became unreadable) gives an ``ItemResult`` carrying the error instead of a row: the driver records it
+in ``errors.csv``, goes on, and the run exits 1 at the end, like an unreadable image. A batch that fails
+is run again image by image, so the other images of the batch are still measured. What is not about one
+image stops the sweep as before (``is_fatal``): memory (``MemoryError``, CUDA out of memory, other CUDA
+errors), missing or refused weights (``CodecUnavailable``, ``CheckpointRefused``), a metric that cannot run
+(``MetricUnavailable``) and failed downloads (``DownloadError``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -59,11 +68,48 @@ class BatchTask:
 
 @dataclass
 class ItemResult:
-    row: dict[str, Any]
+    row: dict[str, Any] | None
     bitstream: bytes
     bitstream_rel: str
     partials: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     recon: np.ndarray | None = None
+    #: set (and ``row`` None) when this image failed: errors.csv's columns (``failed_item``)
+    error: dict[str, str] | None = None
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether an error stops the sweep instead of failing one image: the machine or the set-up, which
+    every further image would hit too. The cause chain is searched (``Codec.decode`` wraps what it does not
+    know in ``BitstreamError``)."""
+    from rdp_bench.codecs.base import CodecUnavailable
+    from rdp_bench.codecs.checkpoints import CheckpointRefused
+    from rdp_bench.datasets.download import DownloadError
+    from rdp_bench.metrics.base import MetricUnavailable
+
+    fatal = (MemoryError, CodecUnavailable, CheckpointRefused, MetricUnavailable, DownloadError,
+             torch.cuda.OutOfMemoryError)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, fatal):
+            return True
+        text = str(exc)
+        if isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "CUDA error" in text
+                                              or "CUBLAS_STATUS" in text or "CUDNN_STATUS" in text):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def failed_item(task: BatchTask, item: TaskItem, exc: BaseException) -> ItemResult:
+    """The result of an image that failed: no row, the error in one line for errors.csv."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    message = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if item.reuse_bitstream:  # a stored stream is decoded again on every run until it is gone
+        message += f" (the stored bitstream {item.bitstream_rel}: delete it to encode again)"
+    error = {"image_id": item.image_id, "path": item.path, "codec": task.codec, "rate_label": task.rate_label,
+             "error": f"{task.codec} {task.rate_label} failed on this image: {message}"}
+    return ItemResult(None, b"", item.bitstream_rel, error=error)
 
 
 class InstanceCache:
@@ -105,7 +151,25 @@ def run_task(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None 
     """Encode (or reuse), write to disk, decode from disk, and measure every item of one batch.
 
     ``originals``: the images from ``load_task_images(task)`` when the caller loaded them ahead of time.
+    An item that fails gets a ``failed_item`` result (a failed batch is re-run item by item); an error
+    ``is_fatal`` calls fatal propagates.
     """
+    try:
+        return _run_items(task, bitstream_root, cache, originals)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise
+        if len(task.items) == 1:
+            return [failed_item(task, task.items[0], exc)]
+    results: list[ItemResult] = []
+    for k, item in enumerate(task.items):  # which image was it? the others are measured alone
+        single = dataclasses.replace(task, items=(item,))
+        results += run_task(single, bitstream_root, cache, None if originals is None else [originals[k]])
+    return results
+
+
+def _run_items(task: BatchTask, bitstream_root: Path, cache: InstanceCache | None,
+               originals: list[np.ndarray] | None) -> list[ItemResult]:
     cache = cache or _DEFAULT_CACHE
     codec = cache.codec(task)
     point = codec.rate_point(task.rate_label)
