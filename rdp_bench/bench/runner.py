@@ -315,6 +315,7 @@ class Sweep:
 
     def write_summaries(self) -> None:
         current = set(self.hashes.values())
+        fingerprint = dataset_fingerprint(current)
         for name, codec in self.codecs.items():
             seeds = self.seeds_of(name)
             results: dict[str, list[Any]] = defaultdict(list)
@@ -340,7 +341,7 @@ class Sweep:
                     for k in seeds:
                         hit = [r for r in self.store.dataset_rows() if r["codec"] == name and r["checkpoint"] == ckpt
                                and r["rate_label"] == point.label and r["metric"] == metric_name
-                               and r["dataset_fingerprint"] == dataset_fingerprint(current) and int(r.get("seed", 0)) == k]
+                               and r["dataset_fingerprint"] == fingerprint and int(r.get("seed", 0)) == k]
                         value = hit[-1]["value"] if hit else None
                         if isinstance(value, (int, float)) and math.isfinite(value):
                             values.append(float(value))

@@ -535,15 +535,20 @@ def parse_sps(nal: bytes) -> dict[str, int]:
             r.u(3)
             for _ in range(5):
                 r.ue()
+    _read_sps_extensions(r, s, "unsupported SPS extensions")
+    return s
+
+
+def _read_sps_extensions(r, s: dict, where: str) -> None:
+    """The SPS extension flags, shared by the HEVC SPS and bpg's compact SPS (only the range extension is allowed)."""
     s["sps_extension"] = r.u(1)
     s["range_extension"] = s["range_extension_flags"] = 0
     if s["sps_extension"]:
         s["range_extension"] = r.u(1)
         if r.u(7):
-            raise BitstreamError("bpg: unsupported SPS extensions")
+            raise BitstreamError(f"bpg: {where}")
         if s["range_extension"]:
             s["range_extension_flags"] = r.u(9)
-    return s
 
 
 def compact_sps(s: dict[str, int]) -> bytes:
@@ -718,14 +723,7 @@ def parse_compact_sps(data: bytes) -> dict[str, int]:
         s["pcm_bits"] = r.u(8)
         s["pcm_min"], s["pcm_diff"], s["pcm_loop_filter_disabled"] = r.ue(), r.ue(), r.u(1)
     s["strong_intra_smoothing"] = r.u(1)
-    s["sps_extension"] = r.u(1)
-    s["range_extension"] = s["range_extension_flags"] = 0
-    if s["sps_extension"]:
-        s["range_extension"] = r.u(1)
-        if r.u(7):
-            raise BitstreamError("bpg: unknown SPS extensions in the compact SPS")
-        if s["range_extension"]:
-            s["range_extension_flags"] = r.u(9)
+    _read_sps_extensions(r, s, "unknown SPS extensions in the compact SPS")
     if (r.pos + 7) // 8 != len(data):
         raise BitstreamError(f"bpg: the compact SPS is {len(data)} bytes, its fields {(r.pos + 7) // 8}")
     ctb = s["log2_min_cb_size"] + s["log2_diff_max_min_cb_size"]
