@@ -182,7 +182,7 @@ def test_one_step_is_a_single_x0_prediction(weights_dir, photo):
     loaded = one.model(point)
     model = loaded.model
     y_hat = torch.randn(1, model.context_fn.latent_channels, 4, 4).round()
-    got = one.sample(model, y_hat, [7], (64, 64))
+    got = one.sample(model, y_hat, [7], (64, 64), steps=1, gamma=0.8)
     noise = DDIMSampler.initial_noise((1, 3, 64, 64), [7], 0.8)
     t = torch.full((1, 1), (model.num_timesteps - 1) / model.num_timesteps)
     with torch.no_grad():
@@ -236,3 +236,41 @@ def test_training_phase_runs_and_checkpoint_loads_in_the_codec(tmp_path, photo):
     trained = Trained(device="cpu", weights_dir=tmp_path, steps=1)
     assert [p.label for p in trained.rate_points()] == ["lambda0.01"]
     assert trained.decode(trained.encode([photo(16, 24)], 0))[0].shape == (3, 16, 24)
+
+
+def test_stream_carries_its_sampler_settings_and_decodes_the_same_under_default_options(weights_dir, photo):
+    from rdp_bench.codecs.cdc import pack_settings
+    from rdp_bench.codecs.entropy import pack_strings, unpack_strings
+
+    encoder = MicroCDC(device="cpu", weights_dir=weights_dir, steps=2, gamma=0.5)
+    stream = encoder.encode([photo(32, 48, seed=4)], 0)[0]
+    settings, _, _ = unpack_strings(encoder.own_payload(stream), expected_count=3)
+    assert settings == pack_settings(2, 0.5)
+    own = encoder.decode([stream])[0]
+    # freshly built at default options (8 steps, γ 0.8) or other ones: the stream's settings decide
+    for decoder in (MicroCDC(device="cpu", weights_dir=weights_dir),
+                    MicroCDC(device="cpu", weights_dir=weights_dir, steps=5, gamma=1.0)):
+        assert torch.equal(decoder.decode([stream])[0], own)
+    assert not torch.equal(MicroCDC(device="cpu", weights_dir=weights_dir).decode(
+        MicroCDC(device="cpu", weights_dir=weights_dir).encode([photo(32, 48, seed=4)], 0))[0], own)
+    # settings this build cannot use are refused before any network pass (CRC-valid payloads)
+    rec = Container.unpack(stream)
+    fingerprint = rec.payload[:8]
+    _, z, y = unpack_strings(rec.payload[8:])
+    for bad, why in [(b"\x02" + settings[1:], "version"), (pack_settings(0, 0.5), "steps"),
+                     (pack_settings(5000, 0.5), "steps"), (pack_settings(2, float("nan")), "noise scale"),
+                     (pack_settings(2, 1e6), "noise scale"), (settings[:-1], "settings have")]:
+        data = Container("cdc", rec.rate_id, rec.height, rec.width, fingerprint + pack_strings([bad, z, y])).pack()
+        with pytest.raises(BitstreamError, match=why):
+            encoder.decode([data])
+
+
+def test_a_stream_under_another_rate_points_weights_is_refused_naming_both(codec, photo):
+    from rdp_bench.codecs.base import WeightsMismatch
+
+    rec = Container.unpack(codec.encode([photo(32, 32)], 0)[0])
+    mine, theirs = (codec.weights_fingerprint(codec.rate_point(i)).hex() for i in (0, 1))
+    assert mine != theirs
+    relabelled = Container("cdc", 1, rec.height, rec.width, rec.payload).pack()
+    with pytest.raises(WeightsMismatch, match=f"made with weights {mine}, this decoder has {theirs}"):
+        codec.decode([relabelled])

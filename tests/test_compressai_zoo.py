@@ -81,7 +81,7 @@ def test_round_trip_equals_compressai(name, hub, monkeypatch, photo):
     ours = codec.decode([bytes(stream)])[0]
     assert ours.shape == (3, 40, 56)
 
-    strings = unpack_strings(rec.payload)
+    strings = unpack_strings(codec.own_payload(stream))
     padded, _ = pad_to_multiple(img[None], 64)
     with torch.no_grad():
         reference = model.compress(padded)
@@ -98,8 +98,9 @@ def test_corrupt_streams_are_refused_or_decode_to_the_header_size(name, hub, mon
     _install(name, hub, monkeypatch)
     monkeypatch.setenv(OFFLINE_ENV, "1")
     codec = get_codec(name, device="cpu")
-    rec = Container.unpack(codec.encode([photo(40, 56)], "q1")[0])
-    strings = unpack_strings(rec.payload)
+    stream = codec.encode([photo(40, 56)], "q1")[0]
+    rec, fingerprint = Container.unpack(stream), codec.weights_fingerprint(codec.rate_point("q1"))
+    strings = unpack_strings(codec.own_payload(stream))
     rng = random.Random(0)
     for trial in range(6):  # CRC-valid payloads with one flipped bit in one string
         parts = [bytearray(x) for x in strings]
@@ -107,7 +108,7 @@ def test_corrupt_streams_are_refused_or_decode_to_the_header_size(name, hub, mon
         part[rng.randrange(len(part))] ^= 1 << rng.randrange(8)
         payload = pack_strings([bytes(x) for x in parts])
         try:
-            out = codec.decode([Container(rec.codec, 0, 40, 56, payload).pack()])[0]
+            out = codec.decode([Container(rec.codec, 0, 40, 56, fingerprint + payload).pack()])[0]
         except BitstreamError:
             continue
         assert out.shape == (3, 40, 56) and torch.isfinite(out).all()

@@ -12,6 +12,7 @@ from rdp_bench.codecs.corrdiff_parts import (
     GAMMA_CLIP, QUANTIZERS, Float16Gamma, GammaLayout, Uniform8Gamma, corrected_sample, get_quantizer,
     mix, mse_plus_msssim, solve_gamma_gradient, solve_gamma_mse,
 )
+from rdp_bench.codecs.base import FINGERPRINT_BYTES
 from rdp_bench.container import BitstreamError
 
 
@@ -243,10 +244,11 @@ def _repack(bitstream: bytes, **changes) -> bytes:
     from rdp_bench.container import Container
 
     rec = Container.unpack(bitstream)
-    header, gamma, latent = unpack_strings(rec.payload)
+    fingerprint, own = rec.payload[:FINGERPRINT_BYTES], rec.payload[FINGERPRINT_BYTES:]
+    header, gamma, latent = unpack_strings(own)
     parts = {"header": header, "gamma": gamma, "latent": latent, **changes}
     payload = pack_strings([parts["header"], parts["gamma"], parts["latent"]])
-    return Container(rec.codec, rec.rate_id, rec.height, rec.width, payload).pack()
+    return Container(rec.codec, rec.rate_id, rec.height, rec.width, fingerprint + payload).pack()
 
 
 @pytest.mark.parametrize("batch", [1, 5])
@@ -265,16 +267,15 @@ def test_codec_decoder_equals_encoder_trajectory_bit_exact(micro_weights, photo,
 def test_rate_points_are_the_compressor_levels_and_the_y_stream_is_the_hyperprior_one(micro_weights, photo):
     from rdp_bench.codecs.entropy import unpack_strings
     from rdp_bench.codecs.hyperprior import Hyperprior
-    from rdp_bench.container import Container
 
     codec = _codec("corrdiff-e2e", micro_weights)
     assert [p.label for p in codec.rate_points()] == ["q1", "q2"]
     image = [photo(40, 45, seed=2)]
     hp = Hyperprior(device="cpu", checkpoint=micro_weights.parent / "micro-hyperprior.safetensors")
     for level in (0, 1):
-        latent = unpack_strings(Container.unpack(codec.encode(image, level)[0]).payload)[2]
+        latent = unpack_strings(codec.own_payload(codec.encode(image, level)[0]))[2]
         hp_stream = hp.encode(image, level)[0]
-        assert latent == Container.unpack(hp_stream).payload
+        assert latent == hp.own_payload(hp_stream)
         # corrdiff-e2e decodes to the hyperprior codec's image (up to the [-1, 1] round trip's float rounding)
         e2e = codec.decode(codec.encode(image, level))[0]
         assert torch.allclose(e2e, hp.decode([hp_stream])[0], atol=1e-6, rtol=0)
@@ -310,7 +311,8 @@ def test_gamma_bits_are_in_the_payload_and_counted(micro_weights, photo):
     from rdp_bench.container import Container, rate_of
 
     images = [photo(40, 45, seed=3)]
-    base = _codec("corrdiff-diffusion-only", micro_weights).encode(images, 0)[0]
+    diffusion_only = _codec("corrdiff-diffusion-only", micro_weights)
+    base = diffusion_only.encode(images, 0)[0]
     e2e = _codec("corrdiff-e2e", micro_weights).encode(images, 0)[0]
     assert len(e2e) == len(base)  # the framing is the same for every codec (v1 billed the name's length)
     sizes = {}
@@ -319,13 +321,13 @@ def test_gamma_bits_are_in_the_payload_and_counted(micro_weights, photo):
         codec = _codec("corrdiff", micro_weights, gamma_granularity=gran, gamma_precision=prec, gamma_tile=16)
         enc = codec.encode_detailed(images, 0)[0]
         rec = Container.unpack(enc.bitstream)
-        _, gamma, latent = unpack_strings(rec.payload)
+        _, gamma, latent = unpack_strings(codec.own_payload(enc.bitstream))
         count = {"scalar": 1, "channel": 3, "tile": 3 * 3}[gran]
         assert len(gamma) == 3 * count * per_value  # 3 steps
         assert enc.extras["bpp_gamma"] == pytest.approx(8 * len(gamma) / (40 * 45))
         # same ŷ stream as the diffusion-only one; the stream grows by exactly the γ block, and so does bpp:
         # corrdiff's bpp = corrdiff-e2e's (and diffusion-only's) + the γ bytes'
-        _, no_gamma, latent0 = unpack_strings(Container.unpack(base).payload)
+        _, no_gamma, latent0 = unpack_strings(diffusion_only.own_payload(base))
         assert (latent, no_gamma) == (latent0, b"")
         assert len(enc.bitstream) == len(base) + len(gamma)
         for variant in (base, e2e):
@@ -351,9 +353,8 @@ def test_corrupt_and_truncated_streams_are_rejected(micro_weights, photo):
     with pytest.raises(BitstreamError):  # a valid container of another variant
         codec.decode(_codec("corrdiff-e2e", micro_weights).encode([photo(40, 45, seed=5)], 0))
     from rdp_bench.codecs.entropy import unpack_strings
-    from rdp_bench.container import Container
 
-    gamma = unpack_strings(Container.unpack(stream).payload)[1]
+    gamma = unpack_strings(codec.own_payload(stream))[1]
     with pytest.raises(BitstreamError, match="gamma"):  # checksums fine, γ block one value short
         codec.decode([_repack(stream, gamma=gamma[:-2])])
     with pytest.raises(BitstreamError, match="non-finite"):
@@ -369,7 +370,6 @@ def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
     from rdp_bench.codecs.corrdiff_net import privileged_decoder
     from rdp_bench.codecs.diffusion.sampler import DDIMSampler
     from rdp_bench.codecs.entropy import unpack_strings
-    from rdp_bench.container import Container
 
     codec = _codec("corrdiff-diffusion-only", micro_weights)
     images = [photo(40, 45, seed=6), photo(40, 45, seed=7)]
@@ -377,7 +377,7 @@ def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
     decoded = codec.decode(streams)
     # an independent plain DDIM decode (the loop of the sampler's docstring) of the same ŷ
     net, hp = codec.score_net(), codec.compressor()
-    latents = [unpack_strings(Container.unpack(s).payload)[2] for s in streams]
+    latents = [unpack_strings(codec.own_payload(s))[2] for s in streams]
     with torch.no_grad():
         y_hat = hp.coder(1).decode_latents(latents, (40, 45))
         model = hp.model()
@@ -394,12 +394,11 @@ def test_diffusion_only_equals_plain_ddim_decode(micro_weights, photo):
 
 def test_gamma_one_at_last_step_returns_e2e_image(micro_weights, photo):
     from rdp_bench.codecs.entropy import unpack_strings
-    from rdp_bench.container import Container
 
     codec = _codec("corrdiff", micro_weights)
     image = [photo(40, 45, seed=8)]
     stream = codec.encode(image, 0)[0]
-    gamma = unpack_strings(Container.unpack(stream).payload)[1]
+    gamma = unpack_strings(codec.own_payload(stream))[1]
     forced = gamma[:-2] + np.array([1.0], dtype=">f2").tobytes()
     corrected_one = codec.decode([_repack(stream, gamma=forced)])[0]
     e2e = _codec("corrdiff-e2e", micro_weights)
@@ -545,3 +544,21 @@ def test_run_with_seeds_encodes_once_decodes_k_times_and_resumes(micro_weights, 
     added = [r for r in store.rows() if r["seed"] == 3]
     assert {r["codec"] for r in added} == {"corrdiff-diffusion-only"} and "encoding_time" not in added[0]
     assert run(4) and (out / "rows.jsonl").read_text().count("\n") == before + 2  # done: nothing to do
+
+
+def test_variants_fingerprint_the_weights_their_decode_uses_and_decode_under_default_options(micro_weights, photo):
+    from rdp_bench.codecs.corrdiff import CorrDiff
+    from rdp_bench.codecs.hyperprior import Hyperprior
+
+    hp = Hyperprior(device="cpu", checkpoint=micro_weights.parent / "micro-hyperprior.safetensors")
+    point = hp.rate_point(0)
+    corrected, e2e = _codec("corrdiff", micro_weights), _codec("corrdiff-e2e", micro_weights)
+    # D(ŷ) alone needs only the compressor; the diffusion decodes need the score net too
+    assert e2e.weights_fingerprint(point) == hp.weights_fingerprint(point)
+    assert corrected.weights_fingerprint(point) != e2e.weights_fingerprint(point)
+    assert _codec("corrdiff-diffusion-only", micro_weights).weights_fingerprint(point) == corrected.weights_fingerprint(point)
+    # a stream of 2 steps decodes, bit for bit, with a codec built at its defaults (4 steps)
+    codec = _codec("corrdiff", micro_weights, steps=2)
+    stream = codec.encode([photo(40, 45, seed=9)], 0)[0]
+    fresh = CorrDiff(device="cpu", checkpoint=micro_weights)
+    assert fresh.steps != 2 and torch.equal(fresh.decode([stream])[0], codec.encoder_reconstructions[0])

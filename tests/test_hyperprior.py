@@ -188,3 +188,29 @@ def test_fp16_checkpoints_keep_the_architecture_constants(tmp_path):
     with torch.no_grad():
         likelihoods = model(x, torch.tensor([1]))["likelihoods"]
     assert all(torch.isfinite(-torch.log2(lk)).all() for lk in likelihoods.values())
+
+
+def test_payload_starts_with_the_weights_fingerprint_and_other_weights_are_refused(checkpoint, tmp_path):
+    from rdp_bench.codecs.base import FINGERPRINT_BYTES, WeightsMismatch
+    from rdp_bench.codecs.checkpoints import read_manifest
+    from rdp_bench.container import Container, rate_of
+
+    codec = Hyperprior(device="cpu", checkpoint=checkpoint)
+    image = _image()
+    stream = codec.encode([image], "q2")[0]
+    rec = Container.unpack(stream)
+    sha = read_manifest(checkpoint)["sha256"]
+    assert rec.payload[:FINGERPRINT_BYTES] == bytes.fromhex(sha)[:FINGERPRINT_BYTES]
+    # bpp counts the fingerprint: it is part of what the decoder needs
+    assert rate_of(stream).payload_bytes == len(codec.own_payload(stream)) + FINGERPRINT_BYTES
+    # a fresh codec with the same checkpoint decodes it; one with other weights refuses, naming both
+    assert torch.equal(Hyperprior(device="cpu", checkpoint=checkpoint).decode([stream])[0], codec.decode([stream])[0])
+    torch.manual_seed(1)
+    other = save_checkpoint(GainedMeanScaleHyperprior(SMALL).eval().state_dict(), tmp_path / "hp-other.safetensors",
+                            {"codec": "gained-hyperprior", "config": SMALL.to_dict()})
+    other_sha = read_manifest(other)["sha256"]
+    with pytest.raises(WeightsMismatch, match=rf"made with weights {sha[:16]}, this decoder has {other_sha[:16]}"):
+        Hyperprior(device="cpu", checkpoint=other).decode([stream])
+    # a payload too short to carry one is a bad stream, not a crash
+    with pytest.raises(BitstreamError, match="fingerprint"):
+        codec.decode([Container("hyperprior", rec.rate_id, rec.height, rec.width, rec.payload[:5]).pack()])

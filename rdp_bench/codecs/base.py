@@ -3,10 +3,16 @@
 A subclass provides ``rate_points`` and two batch methods on payloads; the base class wraps each
 payload in the rdp-bench container (format v2: the codec's registered id, the rate point's stable id,
 image size, CRC; ``rdp_bench.container``) so that decoding needs nothing but the bytes.
+
+A codec with learned weights (``weights_sha256`` not None) has its payload start with a fingerprint of
+them, the first ``FINGERPRINT_BYTES`` bytes of their sha256, added and checked here: a stream decoded
+against other weights is refused (``WeightsMismatch``) naming both fingerprints, instead of decoding to a
+wrong image. The fingerprint is part of the payload, so ``bpp`` counts it (64 bits per image).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +98,14 @@ class Encoded:
 
     bitstream: bytes
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+#: bytes of the weights fingerprint at the head of a learned codec's payload (of the weights' sha256)
+FINGERPRINT_BYTES = 8
+
+
+class WeightsMismatch(BitstreamError):
+    """A stream made with other weights than the decoder has (its fingerprint differs)."""
 
 
 class CodecUnavailable(RuntimeError):
@@ -280,6 +294,22 @@ class Codec(ABC):
         """Identifies the model behind a rate point (sha256 of the weights); results are keyed by it."""
         return "none"
 
+    def weights_sha256(self, rate_point: RatePoint) -> str | None:
+        """sha256 (hex) of the weights that make and read ``rate_point``'s streams (for a codec whose decode
+        needs several files, a sha256 over theirs); None for a codec without learned weights. Its first
+        ``FINGERPRINT_BYTES`` head every payload of the point."""
+        return None
+
+    def weights_fingerprint(self, rate_point: RatePoint) -> bytes:
+        """The payload's leading bytes that name the weights (b'' for a codec without weights)."""
+        sha = self.weights_sha256(rate_point)
+        if sha is None:
+            return b""
+        try:
+            return bytes.fromhex(sha)[:FINGERPRINT_BYTES]
+        except ValueError:  # "missing": no file to take a sum of
+            raise CodecUnavailable(f"{self.name} {rate_point.label}: no weights to fingerprint ({sha})") from None
+
     def provenance(self) -> dict[str, Any]:
         """Extra facts recorded in the run's provenance (weights source, licences, binary versions)."""
         return {}
@@ -355,6 +385,7 @@ class Codec(ABC):
 
             return [encode_at_target(self, img, target_of(point)) for img in images]
         rid = self.rate_id(point)
+        fingerprint = self.weights_fingerprint(point)
         outputs = self.encode_payloads(images, point)
         if len(outputs) != len(images):
             raise RuntimeError(f"{self.name}: encoded {len(outputs)} payloads for {len(images)} images")
@@ -362,7 +393,8 @@ class Codec(ABC):
         for img, out in zip(images, outputs):
             payload, extras = out if isinstance(out, tuple) else (out, {})
             _, h, w = img.shape
-            encoded.append(Encoded(Container(self.name, rid, h, w, bytes(payload)).pack(), dict(extras)))
+            container = Container(self.name, rid, h, w, fingerprint + bytes(payload))
+            encoded.append(Encoded(container.pack(), dict(extras)))
         return encoded
 
     def encode(self, images: Sequence[torch.Tensor], rate: int | str | RatePoint) -> list[bytes]:
@@ -380,6 +412,7 @@ class Codec(ABC):
                                      f"(known: {', '.join(map(str, sorted(ids)))})")
             self._runnable(ids[rec.rate_id])  # a missing model is CodecUnavailable, not a bad stream
             check_bounds(self.name, rec, self.max_pixels)
+        records = [self._without_fingerprint(rec, ids[rec.rate_id]) for rec in records]
         try:
             images = self.decode_payloads(records, seed=seed) if self.seeded_decode else self.decode_payloads(records)
         except (BitstreamError, CodecUnavailable, MemoryError, FileNotFoundError, torch.cuda.OutOfMemoryError):
@@ -392,3 +425,24 @@ class Codec(ABC):
                     f"{self.name}: decoded shape {tuple(img.shape)} differs from header {rec.height}x{rec.width}"
                 )
         return images
+
+    def own_payload(self, bitstream: bytes) -> bytes:
+        """The codec's own payload of a stream: the container checked, the weights fingerprint checked and removed."""
+        rec = Container.unpack(bitstream, expected_codec=self.name)
+        return self._without_fingerprint(rec, self.rate_point(rec.rate_id)).payload
+
+    def _without_fingerprint(self, rec: Container, point: RatePoint) -> Container:
+        """``rec`` with the weights fingerprint checked and taken off its payload."""
+        expected = self.weights_fingerprint(point)
+        if not expected:
+            return rec
+        found = rec.payload[: len(expected)]
+        if len(found) < len(expected):
+            raise BitstreamError(f"{self.name}: {len(rec.payload)}-byte payload is too short to hold the "
+                                 f"{len(expected)}-byte weights fingerprint")
+        if found != expected:
+            raise WeightsMismatch(
+                f"{self.name} {point.label}: the stream was made with weights {found.hex()}, this decoder has "
+                f"{expected.hex()}; decode it with the checkpoint that made it, or encode again (a stream from an older rdp-bench, "
+                "whose payloads had no fingerprint, needs encoding again too)")
+        return dataclasses.replace(rec, payload=rec.payload[len(expected):])

@@ -18,8 +18,10 @@ in ``OFFICIAL_SHA256`` (none is yet: the server's ETag is not trusted as a check
 allowed (``rdp_bench.offline``: not with ``RDP_BENCH_OFFLINE=1`` or ``--no-download``); otherwise the codec
 is unavailable and says which file to put where.
 
-Bitstream (inside the rdp-bench container, which records the image size): ``pack_strings([z, y])``
--- the hyper-latent ẑ range-coded under the FlexiblePrior's per-channel CDF tables, and the latent ŷ under
+Bitstream (inside the rdp-bench container, which records the image size; after the weights fingerprint
+that ``Codec`` adds): ``pack_strings([settings, z, y])`` -- the sampler settings the decode depends on
+(version, DDIM steps, γ; written by the encoder, so a stream decodes the same under any decoder options),
+the hyper-latent ẑ range-coded under the FlexiblePrior's per-channel CDF tables, and the latent ŷ under
 the Gaussian N(μ, σ) from the hyper-decoder (σ ≥ 0.1). The image is reflect-padded to a multiple of 64.
 
 Decoding: ŷ -> multi-scale context -> DDIM (η = 0) with ``steps`` steps (default 8 for ``cdc``, 65 for
@@ -35,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import struct
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -54,6 +58,31 @@ CDC_DIR_ENV = "RDP_BENCH_CDC_DIR"
 NOISE_SCALE = 0.8
 #: pixels per UNet batch (one 2048x2048 image); bigger batches are split, big images go alone
 MAX_BATCH_PIXELS = 2048 * 2048
+SETTINGS_VERSION = 1
+#: the settings string of a payload: version, DDIM steps, γ (float64, so the decoder uses the encoder's exact value)
+_SETTINGS = struct.Struct(">BHd")
+#: most DDIM steps a stream may ask for (each is a UNet pass at image size): 1000, the usual DDPM T
+MAX_STEPS = 1000
+#: largest initial-noise scale a stream may ask for (the published models use 0.8 and 1.0)
+MAX_GAMMA = 10.0
+
+
+def pack_settings(steps: int, gamma: float) -> bytes:
+    return _SETTINGS.pack(SETTINGS_VERSION, steps, gamma)
+
+
+def unpack_settings(data: bytes) -> tuple[int, float]:
+    """(steps, γ) of a payload's settings string; ``BitstreamError`` for one this build cannot use."""
+    if len(data) != _SETTINGS.size:
+        raise BitstreamError(f"CDC settings have {len(data)} bytes, expected {_SETTINGS.size}")
+    version, steps, gamma = _SETTINGS.unpack(data)
+    if version != SETTINGS_VERSION:
+        raise BitstreamError(f"CDC settings version {version} (this build reads {SETTINGS_VERSION})")
+    if not 1 <= steps <= MAX_STEPS:
+        raise BitstreamError(f"CDC stream asks for {steps} DDIM steps (1..{MAX_STEPS})")
+    if not (math.isfinite(gamma) and 0.0 <= gamma <= MAX_GAMMA):
+        raise BitstreamError(f"CDC stream asks for noise scale {gamma!r} (0..{MAX_GAMMA:g})")
+    return steps, gamma
 
 
 def official_filename(beta: float, rho: float) -> str:
@@ -124,8 +153,10 @@ class _CDCBase(Codec):
     supports_amp = True
     default_steps: ClassVar[int] = 65
     OPTIONS: ClassVar[dict[str, Option]] = {
-        "steps": Option(int, None, "DDIM steps (default: 8 for cdc, 65 for the official models)", minimum=1),
-        "gamma": Option(float, NOISE_SCALE, "scale of the initial noise x_T = gamma * N(0, I)", minimum=0),
+        "steps": Option(int, None, "DDIM steps the encoder writes into the stream (default: 8 for cdc, 65 for "
+                        "the official models); the decoder follows the stream", minimum=1, maximum=MAX_STEPS),
+        "gamma": Option(float, NOISE_SCALE, "scale of the initial noise x_T = gamma * N(0, I), written into the "
+                        "stream", minimum=0, maximum=MAX_GAMMA),
         "max_batch_pixels": Option(int, MAX_BATCH_PIXELS, "most batch x H x W pixels per UNet call", minimum=1),
         "amp": AMP_OPTION,
         "weights_dir": Option(Path, None, "folder searched first for the checkpoint files"),
@@ -148,9 +179,6 @@ class _CDCBase(Codec):
     def _load(self, rate_point: RatePoint) -> _Loaded:
         raise NotImplementedError
 
-    def _weights_sha256(self, rate_point: RatePoint) -> str:
-        raise NotImplementedError
-
     # --- shared --------------------------------------------------------------------------------
     def model(self, rate_point: RatePoint) -> _Loaded:
         if rate_point.label not in self._loaded:
@@ -170,7 +198,7 @@ class _CDCBase(Codec):
     def checkpoint_id(self, rate_point: RatePoint) -> str:
         """sha256 of the weights combined with the decode settings (steps, γ), which change the output."""
         settings = json.dumps(self.decode_settings(), sort_keys=True)
-        return hashlib.sha256(f"{self._weights_sha256(rate_point)}|{settings}".encode()).hexdigest()
+        return hashlib.sha256(f"{self.weights_sha256(rate_point)}|{settings}".encode()).hexdigest()
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -196,7 +224,7 @@ class _CDCBase(Codec):
             y = comp.analysis(x)
             z = comp.hyper_analysis(y)
             z_strings, y_strings, _, bits = loaded.coder.encode(y, z)
-            payload = pack_strings([z_strings[0], y_strings[0]])
+            payload = pack_strings([pack_settings(self.steps, self.gamma), z_strings[0], y_strings[0]])
             out.append((payload, {"bpp_estimated": float(bits[0]) / (h * w)}))
         return out
 
@@ -215,32 +243,35 @@ class _CDCBase(Codec):
             loaded = self.model(rate_point)
             m = self._pad_multiple(loaded)
             factor = loaded.model.config.compressor.pad_multiple
-            groups: dict[tuple[int, int], list[tuple[int, torch.Tensor, int]]] = {}
+            groups: dict[tuple[int, int, int, float], list[tuple[int, torch.Tensor, int]]] = {}
             for i in idxs:
                 rec = records[i]
-                z_string, y_string = unpack_strings(rec.payload, expected_count=2)
+                settings, z_string, y_string = unpack_strings(rec.payload, expected_count=3)
+                steps, gamma = unpack_settings(settings)
                 hp, wp = -(-rec.height // m) * m, -(-rec.width // m) * m
                 y_hat = loaded.coder.decode([z_string], [y_string], (hp // factor, wp // factor))
-                groups.setdefault((hp, wp), []).append((i, y_hat, stream_noise_seed(y_string, seed)))
-            for (hp, wp), items in groups.items():
+                groups.setdefault((hp, wp, steps, gamma), []).append((i, y_hat, stream_noise_seed(y_string, seed)))
+            for (hp, wp, steps, gamma), items in groups.items():
                 per_batch = max(1, self.max_batch_pixels // (hp * wp))
                 for start in range(0, len(items), per_batch):
                     chunk = items[start : start + per_batch]
                     y_hat = torch.cat([c[1] for c in chunk]).to(self.device)
-                    x = self.sample(loaded.model, y_hat, [c[2] for c in chunk], (hp, wp))
+                    x = self.sample(loaded.model, y_hat, [c[2] for c in chunk], (hp, wp), steps, gamma)
                     for (i, _, _), img in zip(chunk, x):
                         rec = records[i]
                         results[i] = ((img[:, : rec.height, : rec.width].float().cpu() + 1.0) / 2.0).clamp(0, 1)
         return [r for r in results if r is not None]
 
-    def sample(self, model: Any, y_hat: torch.Tensor, seeds: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
-        """DDIM decode of a batch of ŷ (same padded size) -> images in [-1, 1] (padded)."""
+    def sample(self, model: Any, y_hat: torch.Tensor, seeds: Sequence[int], size: tuple[int, int],
+               steps: int, gamma: float) -> torch.Tensor:
+        """DDIM decode (``steps`` steps from x_T = γ·N(0, I)) of a batch of ŷ of one padded size -> images in
+        [-1, 1] (padded)."""
         from rdp_bench.codecs.diffusion.sampler import DDIMSampler
 
         context = model.context_fn.synthesis(y_hat)
-        sampler = DDIMSampler(model.train_alphas_cumprod, self.steps, eta=0.0)
+        sampler = DDIMSampler(model.train_alphas_cumprod, steps, eta=0.0)
         b = y_hat.shape[0]
-        x = sampler.initial_noise((b, 3, *size), list(seeds), self.gamma, device=self.device)
+        x = sampler.initial_noise((b, 3, *size), list(seeds), gamma, device=self.device)
         for t, t_prev in sampler.timesteps:
             with self._autocast():
                 x0 = model.denoise(x, sampler.time_input(t, b, self.device), context)
@@ -289,7 +320,7 @@ class CDC(_CDCBase):
         entry = next(e for e in self.weights_table if e.id == rate_point.id)
         return entry.missing(self.name, self._dir()) + " (bundled with rdp-bench, or `rdp-bench train cdc`)"
 
-    def _weights_sha256(self, rate_point: RatePoint) -> str:
+    def weights_sha256(self, rate_point: RatePoint) -> str:
         from rdp_bench.codecs.checkpoints import file_sha256
 
         if rate_point.params.get("sha256"):
@@ -310,7 +341,7 @@ class CDC(_CDCBase):
         except ValueError as exc:  # not the file the table pins: never run other weights under its id
             raise CodecUnavailable(f"{self.name}: {exc} (the sha256 pinned in rdp_bench/codecs/zoo/cdc.py)") from exc
         model = load_cdc_weights(CDCModel(config), state)
-        return self._finish(model, self._weights_sha256(rate_point), str(path))
+        return self._finish(model, self.weights_sha256(rate_point), str(path))
 
 
 # --- official checkpoints ----------------------------------------------------------------------
@@ -380,7 +411,7 @@ class CDCOfficial(_CDCBase):
             ) from exc
         return target
 
-    def _weights_sha256(self, rate_point: RatePoint) -> str:
+    def weights_sha256(self, rate_point: RatePoint) -> str:
         from rdp_bench.codecs.checkpoints import file_sha256
 
         path = self._path(rate_point)
@@ -399,7 +430,7 @@ class CDCOfficial(_CDCBase):
         else:  # CDC's {"ema": ...} file: tensors only, never arbitrary pickles
             raw = torch.load(path, map_location="cpu", weights_only=True)
         model = load_cdc_weights(CDCModel(CDCConfig.official()), raw)
-        return self._finish(model, self._weights_sha256(rate_point), str(path))
+        return self._finish(model, self.weights_sha256(rate_point), str(path))
 
 
 class CDCOfficialLPIPS(CDCOfficial):

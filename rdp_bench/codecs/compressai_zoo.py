@@ -118,6 +118,9 @@ class CompressAIZoo(Codec):
         self.weights(entry)
         return self._sha[entry.id]
 
+    def weights_sha256(self, rate_point: RatePoint) -> str:
+        return self.checkpoint_id(rate_point)
+
     def provenance(self) -> dict[str, Any]:
         return {"weights": "CompressAI zoo", "license": self.table()[0].license, "metric": self.metric,
                 "files": {e.label: {"id": e.id, "file": e.file, "url": e.url, "sha256": self._sha.get(e.id)}

@@ -95,7 +95,7 @@ _MODES = ("corrected", "diffusion-only", "e2e")
 
 
 # ----------------------------------------------------------------------------------------------
-# Payload: [CorrDiff header, γ bytes, the hyperprior codec's ŷ payload]
+# Payload (after the weights fingerprint Codec adds): [CorrDiff header, γ bytes, the hyperprior codec's ŷ payload]
 # ----------------------------------------------------------------------------------------------
 def _pack_payload(steps: int, layout: GammaLayout, precision: str, gamma_bytes: bytes, latent_payload: bytes) -> bytes:
     from rdp_bench.codecs.entropy import pack_strings
@@ -249,6 +249,13 @@ class CorrDiff(Codec):
         m = self._score_manifest()
         settings = json.dumps(self.settings(), sort_keys=True)
         return hashlib.sha256(f"{m['sha256']}|{m['compressor']['sha256']}|{settings}".encode()).hexdigest()
+
+    def weights_sha256(self, rate_point: RatePoint) -> str:
+        """The compressor's sha256 for ``e2e`` (its decode is D(ŷ) alone), else one over both checkpoints."""
+        m = self._score_manifest()
+        if self.mode == "e2e":
+            return m["compressor"]["sha256"]
+        return hashlib.sha256(f"{m['sha256']}|{m['compressor']['sha256']}".encode()).hexdigest()
 
     def provenance(self) -> dict[str, Any]:
         m = self._score_manifest()

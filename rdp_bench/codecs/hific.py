@@ -6,7 +6,7 @@ see ``rdp-bench train hific``), declared with its stable id and sha256 in ``rdp_
 user-supplied HiFiC-architecture checkpoint instead (any width; NeuralCompression's full-size
 ``HiFiCAutoencoder`` files load unchanged).
 
-Payload: ``pack_strings([hyper-latent string, latent string])``; images are padded to a multiple of
+Payload: the weights fingerprint (``Codec``), then ``pack_strings([hyper-latent string, latent string])``; images are padded to a multiple of
 64 and cropped back. Each image reports ``bpp_estimated`` (from the model's likelihoods) next to the
 real bpp of its payload, so the entropy-coding overhead is visible.
 """
@@ -104,6 +104,9 @@ class HiFiCFamily(Codec):
             path = self.weights_for(rate_point)
             self._sha[rate_point.label] = known or (file_sha256(path) if path.is_file() else "missing")
         return self._sha[rate_point.label]
+
+    def weights_sha256(self, rate_point: RatePoint) -> str:
+        return self.checkpoint_id(rate_point)
 
     def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
         model = self.model(rate_point)

@@ -5,8 +5,8 @@ It is stage 1 of the bundled CorrDiff (its compressor and privileged decoder D, 
 learned codecs: D(ŷ) is what bounds CorrDiff's PSNR. One checkpoint serves every rate point; rate
 point ``qK`` is gain level K-1, whose λ the manifest records (CompressAI's MSE λ scale).
 
-Payload: ``pack_strings([z string, y string])`` from the shared ``HyperpriorCoder``; the level is
-the container's rate id. ``checkpoint=FILE`` runs another checkpoint of this architecture.
+Payload: the weights fingerprint (``Codec``), then ``pack_strings([z string, y string])`` from the shared
+``HyperpriorCoder``; the level is the container's rate id. ``checkpoint=FILE`` runs another checkpoint of this architecture.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ class Hyperprior(Codec):
 
     def checkpoint_id(self, rate_point: RatePoint) -> str:
         return _manifest(self.path)["sha256"]
+
+    def weights_sha256(self, rate_point: RatePoint) -> str:
+        return self.checkpoint_id(rate_point)
 
     def provenance(self) -> dict[str, Any]:
         m = _manifest(self.path)
