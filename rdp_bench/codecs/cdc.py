@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from rdp_bench.codecs.base import AMP_OPTION, Availability, Codec, CodecUnavailable, Option, RatePoint
+from rdp_bench.codecs.batching import bucket, chunks
 from rdp_bench.codecs.zoo import WeightsEntry
 from rdp_bench.codecs.zoo.cdc import TABLE
 from rdp_bench.container import BitstreamError, Container
@@ -235,10 +236,7 @@ class _CDCBase(Codec):
 
         results: list[torch.Tensor | None] = [None] * len(records)
         # entropy decoding, per image on CPU
-        by_rate: dict[int, list[int]] = {}
-        for i, rec in enumerate(records):
-            by_rate.setdefault(rec.rate_id, []).append(i)
-        for rate_id, idxs in by_rate.items():
+        for rate_id, idxs in bucket(records, lambda rec: rec.rate_id).items():
             rate_point = self.rate_point(rate_id)
             loaded = self.model(rate_point)
             m = self._pad_multiple(loaded)
@@ -252,9 +250,8 @@ class _CDCBase(Codec):
                 y_hat = loaded.coder.decode([z_string], [y_string], (hp // factor, wp // factor))
                 groups.setdefault((hp, wp, steps, gamma), []).append((i, y_hat, stream_noise_seed(y_string, seed)))
             for (hp, wp, steps, gamma), items in groups.items():
-                per_batch = max(1, self.max_batch_pixels // (hp * wp))
-                for start in range(0, len(items), per_batch):
-                    chunk = items[start : start + per_batch]
+                for part in chunks(range(len(items)), hp * wp, self.max_batch_pixels):
+                    chunk = [items[k] for k in part]
                     y_hat = torch.cat([c[1] for c in chunk]).to(self.device)
                     x = self.sample(loaded.model, y_hat, [c[2] for c in chunk], (hp, wp), steps, gamma)
                     for (i, _, _), img in zip(chunk, x):

@@ -21,7 +21,6 @@ decoding is also the slow part (CompressAI decodes them the same way).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, RatePoint
-from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder, HyperpriorParts
+from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder, HyperpriorParts, decode_records, encode_images
 from rdp_bench.codecs.zoo import WeightsEntry
 from rdp_bench.codecs.zoo.compressai import ROOT_URL, TABLES
 from rdp_bench.container import Container
@@ -144,28 +143,10 @@ class CompressAIZoo(Codec):
         return self._coders[rate_id]
 
     def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
-        coder = self.coder(rate_point.id)
-        out: list[tuple[bytes, dict] | None] = [None] * len(images)
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, img in enumerate(images):
-            groups[tuple(img.shape)].append(i)
-        for (_, h, w), idx in groups.items():
-            enc = coder.encode(torch.stack([images[i] for i in idx]))
-            for j, i in enumerate(idx):
-                out[i] = (enc.payloads[j], {"bpp_estimated": float(enc.estimated_bits[j]) / (h * w)})
-        return out  # type: ignore[return-value]
+        return encode_images(self.coder(rate_point.id), images)
 
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
-        out: list[torch.Tensor | None] = [None] * len(records)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for i, rec in enumerate(records):
-            groups[(rec.rate_id, rec.height, rec.width)].append(i)
-        for (rate_id, h, w), idx in groups.items():
-            coder = self.coder(rate_id)
-            y_hat = coder.decode_latents([records[i].payload for i in idx], (h, w))
-            for i, img in zip(idx, coder.synthesize(y_hat, (h, w))):
-                out[i] = img
-        return out  # type: ignore[return-value]
+        return decode_records(self.coder, records)
 
 
 __all__ = ["CompressAIZoo", "hub_checkpoints_dir", "upstream_key"]

@@ -71,6 +71,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from rdp_bench.codecs.base import AMP_OPTION, Availability, Codec, CodecUnavailable, Option, RatePoint
+from rdp_bench.codecs.batching import bucket, chunks, image_shape, record_group
 from rdp_bench.codecs.corrdiff_parts import (
     GRANULARITIES, GRANULARITY_IDS, QUANTIZER_IDS, QUANTIZERS, GammaLayout, corrected_sample, get_quantizer, mse_plus_msssim,
     solve_gamma_gradient, solve_gamma_mse,
@@ -303,10 +304,6 @@ class CorrDiff(Codec):
 
         return DDIMSampler(self.score_net().train_alphas_cumprod, steps, eta=0.0)
 
-    def _chunks(self, n: int, h: int, w: int) -> list[slice]:
-        per = max(1, self.max_batch_pixels // max(1, h * w))
-        return [slice(i, min(n, i + per)) for i in range(0, n, per)]
-
     def _autocast(self):
         if self.amp:
             return torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.amp])
@@ -319,7 +316,8 @@ class CorrDiff(Codec):
         images, used = [], []
         stride = self.compressor().coder(level).parts.latent_stride
         hp, wp = y_hat.shape[-2] * stride, y_hat.shape[-1] * stride
-        for sl in self._chunks(y_hat.shape[0], hp, wp):
+        for part in chunks(range(y_hat.shape[0]), hp * wp, self.max_batch_pixels):
+            sl = slice(part[0], part[-1] + 1)
             img, g = self._run_chunk(level, y_hat[sl], list(seeds)[sl], valid, steps, layout, precision,
                                      None if target is None else target[sl], None if gammas is None else gammas[sl])
             images.append(img)
@@ -366,7 +364,7 @@ class CorrDiff(Codec):
         which the decoder must reproduce bit for bit."""
         out: list[tuple[bytes, dict] | None] = [None] * len(images)
         recon: list[torch.Tensor | None] = [None] * len(images)
-        for idx in _groups_by_shape(images):
+        for idx in bucket(images, image_shape).values():
             batch = torch.stack([images[i] for i in idx])
             items, images_out = self._encode_group(batch, rate_point)
             for j, (i, item) in enumerate(zip(idx, items)):
@@ -410,12 +408,9 @@ class CorrDiff(Codec):
     @torch.no_grad()
     def decode_payloads(self, records: Sequence[Container], seed: int = 0) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(records)
-        groups: dict[tuple, list[int]] = {}
-        parsed = []
-        for i, rec in enumerate(records):
-            parsed.append(_unpack_payload(rec.payload))
-            steps, layout, precision = parsed[-1][:3]
-            groups.setdefault((rec.rate_id, rec.height, rec.width, steps, layout, precision), []).append(i)
+        parsed = [_unpack_payload(rec.payload) for rec in records]
+        # one batch per rate point, size and header (steps, γ layout, precision)
+        groups = bucket(range(len(records)), lambda i: (*record_group(records[i]), *parsed[i][:3]))
         points = self.rate_points()
         for (rate_id, h, w, steps, layout, precision), idx in groups.items():
             level = points[rate_id].params["level"]
@@ -461,9 +456,3 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1] on CPU float32 (the same op at both ends)."""
     return ((images.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
 
-
-def _groups_by_shape(images: Sequence[torch.Tensor]) -> list[list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, img in enumerate(images):
-        groups.setdefault(tuple(img.shape), []).append(i)
-    return list(groups.values())

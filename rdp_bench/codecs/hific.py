@@ -14,13 +14,13 @@ real bpp of its payload, so the entropy-coding overhead is visible.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
 
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Option, RatePoint
+from rdp_bench.codecs.batching import batched, image_shape
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, config_from_state_dict
 from rdp_bench.codecs.zoo import CUSTOM_RATE_ID, WeightsEntry
@@ -110,29 +110,22 @@ class HiFiCFamily(Codec):
 
     def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
         model = self.model(rate_point)
-        out: list[tuple[bytes, dict] | None] = [None] * len(images)
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for i, img in enumerate(images):
-            groups[tuple(img.shape)].append(i)
-        for shape, idx in groups.items():
-            batch = torch.stack([images[i] for i in idx]).to(self.device)
-            payloads, info = model.compress_image(batch)
+
+        def encode(shape: tuple[int, ...], idx: list[int]) -> list[tuple[bytes, dict]]:
+            payloads, info = model.compress_image(torch.stack([images[i] for i in idx]).to(self.device))
             pixels = shape[1] * shape[2]
-            for j, i in enumerate(idx):
-                out[i] = (payloads[j], {"bpp_estimated": float(info["estimated_bits"][j]) / pixels})
-        return out  # type: ignore[return-value]
+            return [(p, {"bpp_estimated": float(bits) / pixels}) for p, bits in zip(payloads, info["estimated_bits"])]
+
+        return batched(images, image_shape, encode)
 
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
-        out: list[torch.Tensor | None] = [None] * len(records)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for i, rec in enumerate(records):
-            groups[(rec.rate_id, -(-rec.height // 64), -(-rec.width // 64))].append(i)
-        for (rate_id, _, _), idx in groups.items():
-            model = self.model(self.rate_point(rate_id))
-            decoded = model.decompress_image([records[i].payload for i in idx], [(records[i].height, records[i].width) for i in idx])
-            for i, img in zip(idx, decoded):
-                out[i] = img
-        return out  # type: ignore[return-value]
+        def decode(key: tuple[int, int, int], idx: list[int]) -> list[torch.Tensor]:
+            model = self.model(self.rate_point(key[0]))
+            return model.decompress_image([records[i].payload for i in idx],
+                                          [(records[i].height, records[i].width) for i in idx])
+
+        # one batch per rate point and latent grid (the model crops each image to its own size)
+        return batched(records, lambda rec: (rec.rate_id, -(-rec.height // 64), -(-rec.width // 64)), decode)
 
 
 class HiFiC(HiFiCFamily):

@@ -12,7 +12,6 @@ Payload: the weights fingerprint (``Codec``), then ``pack_strings([z string, y s
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -20,6 +19,7 @@ import torch
 
 from rdp_bench.codecs.base import Availability, Codec, CodecUnavailable, Option, RatePoint
 from rdp_bench.codecs.checkpoints import load_state_dict
+from rdp_bench.codecs.hyperprior_coder import decode_records, encode_images
 from rdp_bench.container import Container
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
@@ -98,34 +98,11 @@ class Hyperprior(Codec):
         return self._coders[level]
 
     def encode_payloads(self, images: Sequence[torch.Tensor], rate_point: RatePoint) -> list[tuple[bytes, dict]]:
-        coder = self.coder(rate_point.params["level"])
-        out: list[tuple[bytes, dict] | None] = [None] * len(images)
-        for shape, idx in _groups(images).items():
-            enc = coder.encode(torch.stack([images[i] for i in idx]))
-            for j, i in enumerate(idx):
-                out[i] = (enc.payloads[j], {"bpp_estimated": float(enc.estimated_bits[j]) / (shape[1] * shape[2])})
-        return out  # type: ignore[return-value]
+        return encode_images(self.coder(rate_point.params["level"]), images)
 
     def decode_payloads(self, records: Sequence[Container]) -> list[torch.Tensor]:
         points = self.rate_points()
-        out: list[torch.Tensor | None] = [None] * len(records)
-        groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-        for i, rec in enumerate(records):
-            groups[(rec.rate_id, rec.height, rec.width)].append(i)
-        for (rate_id, h, w), idx in groups.items():
-            coder = self.coder(points[rate_id].params["level"])
-            y_hat = coder.decode_latents([records[i].payload for i in idx], (h, w))
-            # synthesis on the CPU copy: the model is never moved, so a GPU run decodes the same pixels
-            for i, img in zip(idx, coder.synthesize(y_hat, (h, w))):
-                out[i] = img
-        return out  # type: ignore[return-value]
-
-
-def _groups(images: Sequence[torch.Tensor]) -> dict[tuple[int, ...], list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, img in enumerate(images):
-        groups[tuple(img.shape)].append(i)
-    return groups
+        return decode_records(lambda rate_id: self.coder(points[rate_id].params["level"]), records)
 
 
 __all__ = ["DEFAULT_CHECKPOINT", "Hyperprior", "WEIGHTS_DIR"]

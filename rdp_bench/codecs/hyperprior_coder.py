@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdp_bench.codecs.batching import batched, image_shape, record_group
 from rdp_bench.codecs.entropy import (FactorizedCoder, GaussianLatentCoder, bits_from_likelihoods, crop,
                                       pack_strings, pad_to_multiple, unpack_strings)
-from rdp_bench.container import BitstreamError
+from rdp_bench.container import BitstreamError, Container
 
 #: decoded latents beyond this magnitude come only from corrupt strings
 LATENT_LIMIT = 1e6
@@ -240,6 +241,28 @@ class HyperpriorCoder:
         return [crop(img, size) for img in out]
 
 
+def encode_images(coder: "HyperpriorCoder", images: Sequence[torch.Tensor]) -> list[tuple[bytes, dict[str, Any]]]:
+    """Payloads of images of any sizes (one ``encode`` per size), each with its ``bpp_estimated``."""
+    def encode(shape: tuple[int, ...], idx: list[int]) -> list[tuple[bytes, dict[str, Any]]]:
+        enc = coder.encode(torch.stack([images[i] for i in idx]))
+        pixels = shape[1] * shape[2]
+        return [(p, {"bpp_estimated": float(bits) / pixels}) for p, bits in zip(enc.payloads, enc.estimated_bits)]
+
+    return batched(images, image_shape, encode)
+
+
+def decode_records(coder_for: Callable[[int], "HyperpriorCoder"], records: Sequence[Container]) -> list[torch.Tensor]:
+    """Images of containers (their payloads without the fingerprint), one batch per rate id and size;
+    ``coder_for(rate_id)`` gives the coder. Synthesis runs on the coder's CPU copy, so a GPU run decodes
+    the same pixels."""
+    def decode(key: tuple[int, int, int], idx: list[int]) -> list[torch.Tensor]:
+        rate_id, h, w = key
+        coder = coder_for(rate_id)
+        return coder.synthesize(coder.decode_latents([records[i].payload for i in idx], (h, w)), (h, w))
+
+    return batched(records, record_group, decode)
+
+
 def _latent_channels(model: nn.Module) -> int:
     """M, from the Gaussian conditional's input: the last conv of g_a."""
     convs = [m for m in model.g_a.modules() if isinstance(m, nn.Conv2d)]
@@ -253,4 +276,5 @@ def _cpu_float_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu", torch.float32)
 
 
-__all__ = ["ContextParts", "Encoding", "FactorizedParts", "HyperpriorCoder", "HyperpriorParts", "ScaleHyperpriorParts"]
+__all__ = ["ContextParts", "Encoding", "FactorizedParts", "HyperpriorCoder", "HyperpriorParts", "ScaleHyperpriorParts",
+           "decode_records", "encode_images"]
