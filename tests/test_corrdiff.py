@@ -562,3 +562,15 @@ def test_variants_fingerprint_the_weights_their_decode_uses_and_decode_under_def
     stream = codec.encode([photo(40, 45, seed=9)], 0)[0]
     fresh = CorrDiff(device="cpu", checkpoint=micro_weights)
     assert fresh.steps != 2 and torch.equal(fresh.decode([stream])[0], codec.encoder_reconstructions[0])
+
+
+def test_the_variants_rows_name_one_shared_latent_stream(micro_weights, photo):
+    import hashlib
+
+    from rdp_bench.codecs.hyperprior import Hyperprior
+
+    image = [photo(40, 45, seed=10)]
+    hp = Hyperprior(device="cpu", checkpoint=micro_weights.parent / "micro-hyperprior.safetensors")
+    expected = hashlib.sha256(hp.own_payload(hp.encode(image, 1)[0])).hexdigest()[:16]
+    for name in ("corrdiff", "corrdiff-diffusion-only", "corrdiff-e2e"):
+        assert _codec(name, micro_weights).encode_detailed(image, 1)[0].extras["latent_sha256"] == expected

@@ -400,8 +400,11 @@ class CorrDiff(Codec):
         results = []
         for i in range(b):
             payload = _pack_payload(steps, layout, precision, gamma_bytes[i], enc.payloads[i])
+            # the ŷ stream's identity: the variants of one image and rate point share it (one compressor,
+            # deterministic encode), which the rows show side by side
             extras = {"bpp_estimated": float(enc.estimated_bits[i]) / (h * w),
-                      "bpp_gamma": 8.0 * len(gamma_bytes[i]) / (h * w), "gamma_count": gamma_count}
+                      "bpp_gamma": 8.0 * len(gamma_bytes[i]) / (h * w), "gamma_count": gamma_count,
+                      "latent_sha256": hashlib.sha256(enc.payloads[i]).hexdigest()[:16]}
             results.append((payload, extras))
         return results, images_out
 
