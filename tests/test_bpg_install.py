@@ -136,3 +136,18 @@ def test_built_binaries_reproduce_the_reference_table(built_bpg, monkeypatch):
     monkeypatch.setenv("RDP_BENCH_CACHE", str(built_bpg))
     for image in _reference_images():
         _check_reference_rows(image)
+
+
+def test_offline_the_source_is_not_downloaded_and_the_message_says_where_it_goes(monkeypatch, tmp_path):
+    from rdp_bench.codecs import bpg_install
+    from rdp_bench.offline import OFF_REASON, OFFLINE_ENV
+
+    monkeypatch.setenv("RDP_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv(OFFLINE_ENV, "1")
+    fetched = []
+    monkeypatch.setattr("rdp_bench.datasets.download.download", lambda *a, **k: fetched.append(a))
+    with pytest.raises(bpg_install.BuildError) as err:
+        bpg_install._source_tree(None, tmp_path / "work", log=lambda m: None)
+    message = str(err.value)
+    assert not fetched and OFF_REASON in message and str(tmp_path / "downloads") in message
+    assert "libbpg-0.9.8.tar.gz" in message and "--from" in message

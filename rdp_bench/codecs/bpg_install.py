@@ -90,12 +90,16 @@ def only_8bit_makefile(text: str) -> str:
 def _source_tree(source: Path | None, work: Path, log: Callable[[str], None]) -> tuple[Path, str]:
     """Unpacked source tree and the sha256 of the tarball (or "dir" for a folder)."""
     from rdp_bench.datasets.download import download, safe_extract, sha256_file
+    from rdp_bench.offline import downloads_allowed, offline_miss
 
     if source is not None and Path(source).is_dir():
         return Path(source), "dir"
     if source is None:
         tarball = cache_root() / "downloads" / "libbpg-0.9.8.tar.gz"
         if not tarball.is_file() or sha256_file(tarball) != SOURCE_SHA256:
+            if not downloads_allowed():  # the one policy (rdp_bench.offline), as for weights and datasets
+                raise BuildError(offline_miss("rdp-bench install bpg", tarball.name, tarball.parent, SOURCE_URL)
+                                 + ", or pass --from TARBALL")
             log(f"downloading {SOURCE_URL}")
             download(SOURCE_URL, tarball, expected_sha256=SOURCE_SHA256)
     else:
