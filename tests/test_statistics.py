@@ -141,7 +141,13 @@ def test_report_fid_kid_intervals_come_from_stored_features(tmp_path, monkeypatc
         assert (points[f"{m}_ci_low"] <= points[m]).all() and (points[m] <= points[f"{m}_ci_high"]).all()
     assert (points["fid_bootstrap_bias"] > 0).all()
     md = (tmp_path / "rep" / "bd_tables.md").read_text()
-    assert "FID/KID over their patches" in md
+    assert "FID/KID over their patches" in md and "BD cells over the images with their patches" in md
+    # the BD cells of FID and KID get intervals too, around their value
+    bd_cells = pd.read_csv(tmp_path / "rep" / "bd_tables.csv")
+    cells = bd_cells[(bd_cells["codec"] == "jpeg") & bd_cells["metric"].isin(["fid", "kid"]) & bd_cells["value"].notna()]
+    assert len(cells) == 4, bd_cells[["kind", "codec", "metric", "value", "reason"]]
+    assert cells["ci_low"].notna().all()
+    assert ((cells["ci_low"] <= cells["value"]) & (cells["value"] <= cells["ci_high"])).all(), cells
 
 
 def test_report_says_when_features_are_missing(tmp_path):

@@ -7,9 +7,12 @@ interval of the resampled values.
 
 FID/KID are one number per rate point over all patches: their intervals resample *patches* from the
 Inception features the run stored in ``partials/`` (``rdp_bench.metrics.fid_bootstrap``; the network is
-not run again), the same patch draws for every codec. They get per-rate-point intervals only (no BD
-cell intervals), and none when a run folder lacks its ``partials/`` (a copied baseline). Published
-curves have no images and keep no interval.
+not run again), the same patch draws for every codec; none when a run folder lacks its ``partials/`` (a
+copied baseline). Their BD cells resample *images with their patches*: the image draws of the other
+metrics, each drawn image's patches counted as often as the image was drawn, so a resampled FID/KID
+curve is paired with the same draw's mean bpp (patches of one image are not independent, and the bpp
+belongs to images). Resampled FIDs are shifted by their mean bias per rate point, as the per-point
+intervals are. Published curves have no images and keep no interval.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 import numpy as np
 
 from rdp_bench.bench.store import partial_file
-from rdp_bench.metrics.fid_bootstrap import load_features, patch_interval
+from rdp_bench.metrics.fid_bootstrap import bootstrap_fid, bootstrap_kid, load_features, patch_interval, weighted_fid
 from rdp_bench.reports.bdrate import BDTable, bd
 from rdp_bench.reports.runs import Aggregate, is_dataset_metric, metric_spec
 
@@ -75,6 +78,9 @@ def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: 
             at = (agg.points["codec"] == key[0]) & (agg.points["rate_label"] == key[1])
             agg.points.loc[at, [lo_col, hi_col]] = interval(cols[col])
 
+    # FID/KID of the same image draws, from the stored features: key -> metric -> (n,) array
+    for key, values in _patch_metric_draws(agg, images, draws, list(data)).items():
+        means[key].update(values)
     labels: dict[str, list[str]] = {}
     for codec, label in means:
         labels.setdefault(codec, []).append(label)
@@ -82,12 +88,14 @@ def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: 
         if table.anchor not in labels:
             continue
         for metric in table.metrics:
-            if metric not in metrics:
+            if not all(metric in means[(table.anchor, lab)] for lab in labels[table.anchor]):
                 continue
             spec = metric_spec(metric)
             for codec in table.codecs:
                 cell = table.cells.get((codec, metric))
                 if cell is None or not cell.ok or codec not in labels:
+                    continue
+                if not all(metric in means[(codec, lab)] for lab in labels[codec]):
                     continue
                 values = np.full(n, math.nan)
                 for r in range(n):
@@ -104,6 +112,52 @@ def bootstrap_report(agg: Aggregate, tables: list[BDTable], n: int = 200, seed: 
                 if math.isfinite(lo):
                     cell.ci = (lo, hi)
     return n
+
+
+def _image_features(agg: Aggregate, codec: str, label: str, metric: str,
+                    images: list[str]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per image of ``images`` (in that order), the stored (reconstruction, reference) patch features of one
+    rate point; None when the run has no such features or they are not those its value was computed from."""
+    source = agg.sources.get(codec)
+    if source is None:
+        return None
+    run, inner = source
+    rows = agg.rows[(agg.rows["codec"] == codec) & (agg.rows["rate_label"] == label)].drop_duplicates("image_sha256")
+    rows = rows.set_index(rows["image_sha256"].astype(str)).loc[images]
+    paths = [partial_file(run.path, metric, inner, str(ckpt), label, sha) for ckpt, sha in zip(rows["checkpoint"], images)]
+    if not all(p.is_file() for p in paths):
+        return None
+    features = [load_features([p]) for p in paths]
+    point = agg.points[(agg.points["codec"] == codec) & (agg.points["rate_label"] == label)]
+    counted = float(point[f"{metric}_patches"].iloc[0]) if f"{metric}_patches" in point.columns and len(point) else math.nan
+    if math.isfinite(counted) and int(counted) != sum(len(rec) for rec, _ in features):
+        return None
+    return features
+
+
+def _patch_metric_draws(agg: Aggregate, images: list[str], draws: np.ndarray,
+                        keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """FID/KID of every image draw (rows of ``draws``: image indices) per rate point with stored features:
+    each patch counted as often as its image was drawn; FIDs shifted by their mean bias."""
+    wanted = [m for m in PATCH_METRICS if m in agg.metrics and m in agg.points.columns]
+    image_counts = np.stack([np.bincount(row, minlength=len(images)) for row in draws]).astype(np.float64)
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for codec, label in keys:
+        for m in wanted:
+            features = _image_features(agg, codec, label, m, images)
+            if not features or sum(len(rec) for rec, _ in features) < 2:
+                continue
+            rec = np.concatenate([f[0] for f in features])
+            ref = np.concatenate([f[1] for f in features])
+            counts = np.repeat(image_counts, [len(f[0]) for f in features], axis=1)
+            if m == "fid":
+                values = bootstrap_fid(rec, ref, counts)
+                finite = values[np.isfinite(values)]
+                values = values - (finite.mean() - weighted_fid(rec, ref) if len(finite) else 0.0)
+            else:
+                values = bootstrap_kid(rec, ref, counts)
+            out.setdefault((codec, label), {})[m] = values
+    return out
 
 
 def patch_metric_intervals(agg: Aggregate, n: int, seed: int = 0, level: float = 0.95) -> bool:

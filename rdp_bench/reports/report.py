@@ -68,8 +68,8 @@ def make_report(run_dirs: list[Path], out: Path, anchor: str | None = None, meth
     if bootstrap_report(agg, tables, bootstrap):
         agg.warnings.append(f"[lo, hi]: 95% bootstrap intervals over the {agg.rows['image_sha256'].nunique()} "
                             f"images ({bootstrap} resamples, the same for every codec); FID/KID over their patches "
-                            "(stored features, per rate point; FID's re-centred on the estimate); published "
-                            "curves have none")
+                            "(stored features, per rate point; FID's re-centred on the estimate), and their "
+                            "BD cells over the images with their patches; published curves have none")
     files: list[Path] = []
 
     points_csv = out / "rate_points.csv"
