@@ -304,30 +304,51 @@ def train_cdc_cmd(
 
 @train_app.command("hific")
 def train_hific_cmd(
+    job: str = typer.Option("hific", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
+    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     targets: str = typer.Option("0.1,0.2,0.4,0.8", "--targets", help="Target bpp of the models (HiFiC rate targeting)."),
-    base_minutes: float = typer.Option(20.0, "--base-minutes", help="CPU-minutes of MSE+rate pretraining."),
-    rate_minutes: float = typer.Option(5.0, "--rate-minutes", help="CPU-minutes per target: rate-targeted fine-tune."),
-    gan_minutes: float = typer.Option(4.0, "--gan-minutes", help="CPU-minutes per target: GAN fine-tune."),
-    deadline_minutes: Optional[float] = typer.Option(None, "--deadline-minutes", help="Finish within this wall time (phases shrink)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
+    base_steps: int = typer.Option(10_000, "--base-steps", help="MSE+rate pretraining steps (shared by all targets)."),
+    rate_steps: int = typer.Option(1_200, "--rate-steps", help="Per target: rate-targeted fine-tuning steps."),
+    gan_steps: int = typer.Option(800, "--gan-steps", help="Per target: conditional-GAN fine-tuning steps."),
+    base_lambda: float = typer.Option(0.25, "--base-lambda", help="Rate weight of the pretraining."),
     crop: int = typer.Option(128, "--crop"),
-    batch: int = typer.Option(4, "--batch"),
-    threads: int = typer.Option(1, "--threads"),
+    batch: int = typer.Option(8, "--batch"),
+    lr: float = typer.Option(5e-4, "--lr"),
+    threads: int = typer.Option(2, "--threads"),
+    val_every: int = typer.Option(1000, "--val-every"),
     arch: str = typer.Option("tiny", "--arch", help="tiny or full (NeuralCompression size)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default rdp_bench/weights/hific)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start a new job's base phase from this HiFiC checkpoint."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
+    export: bool = typer.Option(False, "--export", help="Do not train: write every finished target as a bundled checkpoint."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/hific)."),
 ) -> None:
-    """Train HiFiC: MSE+rate pretraining, then per target rate-targeted and conditional-GAN fine-tuning."""
-    import time
-
+    """Train HiFiC as a resumable job: MSE+rate pretraining, then per target rate-targeted and
+    conditional-GAN fine-tuning. Re-running the same command continues from the saved state."""
     from rdp_bench.codecs.hific import WEIGHTS_DIR
-    from rdp_bench.training.hific import TrainConfig, train_hific
+    from rdp_bench.training.hific import HiFiCJobConfig, export_hific, train_hific
+    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
-    cfg = TrainConfig(targets=tuple(float(v) for v in _split(targets)), base_minutes=base_minutes,
-                      rate_minutes=rate_minutes, gan_minutes=gan_minutes, max_steps=max_steps, crop=crop,
-                      batch=batch, threads=threads, arch=arch,
-                      deadline=time.time() + 60 * deadline_minutes if deadline_minutes else None)
-    for path in train_hific(out or WEIGHTS_DIR, cfg, log=lambda m: console.print(m, highlight=False)):
-        console.print(f"wrote {path}")
+    folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
+    if export:
+        if not (folder / "state.pt").is_file():
+            _fail(f"no saved state in {folder}: train first (same --job)")
+        try:
+            for path in export_hific(folder, export_dir or WEIGHTS_DIR):
+                console.print(f"wrote {path}")
+        except ValueError as exc:
+            _fail(str(exc))
+        return
+    if arch not in ("tiny", "full"):
+        _fail(f"--arch {arch}: use tiny or full")
+    cfg = HiFiCJobConfig(targets=tuple(float(v) for v in _split(targets)), crop=crop, batch=batch,
+                         base_lambda=base_lambda, base_steps=base_steps, rate_steps=rate_steps, gan_steps=gan_steps,
+                         lr=lr, threads=threads, val_every=val_every, arch=arch, init=str(init) if init else "")
+    try:
+        train_hific(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
+                    log=lambda msg: console.print(msg, highlight=False, markup=False))
+    except (JobMismatch, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
 
 
 @train_app.command("corrdiff")

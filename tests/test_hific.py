@@ -191,19 +191,71 @@ def test_msillm_loads_an_upstream_style_checkpoint(monkeypatch, tmp_path, capsys
     assert "CC-BY-NC 4.0" in capsys.readouterr().err
 
 
-@needs_photos
-def test_training_smoke(tmp_path):
-    from rdp_bench.training.hific import TrainConfig, train_hific
+@pytest.fixture()
+def job_photos(tmp_path) -> Path:
+    """Bundled samples under other names: two to train on, one named as a validation photo."""
+    import shutil
 
-    cfg = TrainConfig(targets=(0.3,), crop=128, batch=1, max_steps=1, threads=1)
-    paths = train_hific(tmp_path, cfg, log=lambda m: None)
+    from rdp_bench.datasets import SAMPLES_DIR
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    srcs = sorted(SAMPLES_DIR.glob("*.png"))
+    shutil.copy(srcs[0], folder / "train_a.png")
+    shutil.copy(srcs[1], folder / "train_b.png")
+    shutil.copy(srcs[2], folder / "skimage_astronaut.png")
+    return folder
+
+
+def _tiny_job(**kw):
+    from rdp_bench.training.hific import HiFiCJobConfig
+
+    return HiFiCJobConfig(**{"targets": (0.3,), "crop": 128, "batch": 1, "base_steps": 2, "rate_steps": 2,
+                             "gan_steps": 2, "val_every": 1, "threads": 1, **kw})
+
+
+def test_training_job_resumes_to_the_same_weights(job_photos, tmp_path):
+    """Stopped inside and at the end of phases, the job continues to the weights of a straight run."""
+    from rdp_bench.training.hific import train_hific
+
+    quiet = lambda msg: None  # noqa: E731
+    straight = train_hific(_tiny_job(), "straight", tmp_path, photos_dir=job_photos, log=quiet)
+    for until in (1, 2, 3, 4, 5, None):  # mid-base, base done, mid-rate, rate done, mid-gan, the end
+        resumed = train_hific(_tiny_job(), "resumed", tmp_path, photos_dir=job_photos, until_step=until, log=quiet)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(resumed / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6 and list(a["finished"]) == list(b["finished"]) == ["0.3"]
+    for key in a["finished"]["0.3"]:
+        assert torch.equal(a["finished"]["0.3"][key], b["finished"]["0.3"][key]), key
+    series = [line.split(",")[2] for line in (resumed / "val.csv").read_text().splitlines()[1:]]
+    assert series == ["base", "base", "rate@0.3", "gan@0.3"]  # per base step, then at each phase's end
+    assert (resumed / "curves.png").stat().st_size > 0
+
+
+def test_training_job_exports_checkpoints_that_code(job_photos, tmp_path):
+    from rdp_bench.training.hific import export_hific, train_hific
+    from rdp_bench.training.job import JobMismatch
+
+    quiet = lambda msg: None  # noqa: E731
+    folder = train_hific(_tiny_job(), "job", tmp_path, photos_dir=job_photos, until_step=3, log=quiet)
+    with pytest.raises(ValueError, match="no finished target"):
+        export_hific(folder, tmp_path / "w")
+    with pytest.raises(JobMismatch, match="base_lambda"):
+        train_hific(_tiny_job(base_lambda=1.0), "job", tmp_path, photos_dir=job_photos, log=quiet)
+    train_hific(_tiny_job(), "job", tmp_path, photos_dir=job_photos, log=quiet)
+    paths = export_hific(folder, tmp_path / "w")
     manifest = read_manifest(paths[0])
-    assert manifest["target_bpp"] == 0.3 and [p["name"] for p in manifest["phases"]] == ["base", "rate@0.3", "gan@0.3"]
+    assert manifest["target_bpp"] == 0.3
+    assert [p["name"] for p in manifest["training"]["phases"]] == ["base", "rate@0.3", "gan@0.3"]
+    assert "skimage_astronaut.png" in manifest["training"]["validation_photos"]
+    assert "skimage_astronaut.png" not in manifest["training"]["train_photos"]
     assert "ms-ssim" in manifest["loss"]["perceptual_term"] or "lpips" in manifest["loss"]["perceptual_term"]
     from rdp_bench.codecs.zoo import WeightsEntry
 
     class Trained(HiFiC):  # a new checkpoint runs once its table lists it
         weights_table = (WeightsEntry(0, "0.3bpp", paths[0].name, {"target_bpp": 0.3}),)
 
-    trained = Trained(device="cpu", weights_dir=tmp_path)
+    trained = Trained(device="cpu", weights_dir=tmp_path / "w")
     assert [p.label for p in trained.rate_points()] == ["0.3bpp"]
+    img = load_image(sorted(SAMPLES_DIR.glob("*.png"))[0])[:, :64, :80].contiguous()
+    assert trained.decode(trained.encode([img], "0.3bpp"))[0].shape == img.shape

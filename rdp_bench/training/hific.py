@@ -1,28 +1,32 @@
 """HiFiC training recipe (Mentzer et al. 2020), sized for the bundled tiny checkpoints.
 
-Phases, for every target rate r_t:
+Phases, run in order as one resumable job (``training/job.py``):
 
-1. ``base``   (shared by all targets): MSE + rate pretraining,  λ_base·bpp + k_M·MSE.
-2. ``rate``   fine-tune to the target: λ'·bpp + k_M·MSE + k_P·perceptual, with HiFiC's rate targeting
-              λ' = λ_a if the batch's estimated bpp > r_t else λ_b.
-3. ``gan``    adds β·GAN with a discriminator conditioned on the (upsampled) quantized latent ŷ,
-              non-saturating loss, alternating generator / discriminator steps.
+1. ``base``   (shared by all targets): MSE + rate pretraining,  λ_base·bpp + k_M·MSE, the generator fed the
+   noisy latent (``base_quantization``);
+2. per target r_t, ``rate@r_t``: fine-tune from the base to the target, now on rounded latents
+   (straight-through) as at test time: λ'·bpp + k_M·MSE + k_P·perceptual,
+   with HiFiC's rate targeting λ' = λ_a if the batch's estimated bpp > r_t else λ_b;
+3. then ``gan@r_t``: adds β·GAN with a discriminator conditioned on the (upsampled) quantized latent ŷ,
+   non-saturating loss, alternating generator / discriminator steps.
 
 MSE is on the 0..255 scale (k_M = 0.075·2^-5 as in HiFiC). The perceptual term is LPIPS when its
-backbone weights are available locally, otherwise ``1 - MS-SSIM`` (3 scales, 7 px window, so crops above 96 px fit);
-the manifest records which. Phases are limited by CPU-minutes of this process (and optionally
-steps); an optional wall-clock deadline shrinks them proportionally on a busy machine. The manifests
-record steps, CPU time and wall time of every phase.
+backbone weights are available locally, otherwise ``1 - MS-SSIM`` (3 scales, 7 px window, so crops above
+96 px fit); the manifest records which. Training crops come from the shared photos minus the validation
+photos and ``samples`` (``split_photos``); the validation curve (bpp, PSNR, MS-SSIM, KID at phase ends) is
+measured on the held-out validation photos. ``rdp-bench train hific`` continues a killed run from
+``state.pt``; ``--export`` writes each finished target's EMA weights as a bundled checkpoint.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import math
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -30,6 +34,8 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update, open_job,
+                                    plot_curves, record_parent, warm_start_lineage, windowed_means)
 
 K_M = 0.075 * 2**-5
 K_P = 1.0
@@ -50,26 +56,46 @@ def lambdas_for(target: float) -> tuple[float, float]:
     return (0.4 / target, 2.0**-4)
 
 
-@dataclass
-class TrainConfig:
+@dataclass(frozen=True)
+class HiFiCJobConfig:
     targets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
-    crop: int = 128  # fine-tuning crops (the MS-SSIM fallback needs > 96 px)
+    crop: int = 128  # the MS-SSIM fallback needs > 96 px
     batch: int = 8
-    base_crop: int = 64  # pretraining on smaller crops gives more updates per CPU-second
-    base_batch: int = 8
-    base_lambda: float = 0.002  # tiny: rate pressure early collapses the latents (Adam still trains the prior)
-    # CPU-minutes per phase (process time, one thread); ``deadline`` (unix time) shrinks them all
-    # proportionally so training ends in time on a shared machine.
-    base_minutes: float = 20.0
-    rate_minutes: float = 5.0
-    gan_minutes: float = 4.0
-    deadline: float | None = None
-    max_steps: int | None = None  # per phase; for smoke tests
-    lr: float = 1e-3
+    #: λ_base of ``λ_base·bpp + k_M·MSE``; 0.25 is CompressAI's λ ≈ 0.0094 (k_M / λ_base), about 0.5 bpp
+    base_lambda: float = 0.25
+    base_steps: int = 10_000
+    rate_steps: int = 1_200
+    gan_steps: int = 800
+    lr: float = 5e-4
     finetune_lr: float = 1e-4
-    threads: int = 1
+    #: learning rate × 0.1 from this fraction of the base phase on
+    decay_at: float = 0.85
+    #: the base phase's generator input: "noise" (the noisy latent) or "ste" (rounded, straight-through)
+    base_quantization: str = "noise"
+    ema_decay: float = 0.999
+    val_every: int = 1000
+    save_every_s: float = 180.0
+    threads: int = 2
+    device: str = "cpu"
     seed: int = 0
     arch: str = "tiny"
+    #: a HiFiC checkpoint (safetensors + manifest) whose weights start the base phase; "" = from scratch
+    init: str = ""
+
+    def phases(self) -> list[tuple[str, float | None, int]]:
+        """(name, target, steps) in training order."""
+        out: list[tuple[str, float | None, int]] = [("base", None, self.base_steps)]
+        for t in self.targets:
+            out += [(f"rate@{t}", t, self.rate_steps), (f"gan@{t}", t, self.gan_steps)]
+        return out
+
+    def architecture(self) -> HiFiCConfig:
+        return HiFiCConfig.tiny() if self.arch == "tiny" else HiFiCConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["targets"] = list(self.targets)
+        return d
 
 
 # --- perceptual term -----------------------------------------------------------------------------
@@ -118,172 +144,306 @@ class ConditionalDiscriminator(nn.Module):
         return self.net(torch.cat([image * 2 - 1, cond], 1))
 
 
-# --- training loop -------------------------------------------------------------------------------
-
-@dataclass
-class PhaseLog:
-    name: str
-    steps: int = 0
-    seconds: float = 0.0  # wall clock
-    cpu_seconds: float = 0.0  # process CPU time (the machine is shared, so this is the honest training time)
-    final: dict = field(default_factory=dict)
-
+# --- the resumable job ---------------------------------------------------------------------------
 
 def _bpp(out, pixels: int) -> torch.Tensor:
     return out.bits().mean() / pixels
 
 
-def _ema(stats: dict, key: str, value: float, decay: float = 0.98) -> None:
-    stats[key] = value if key not in stats else decay * stats[key] + (1 - decay) * value
+def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-class HiFiCTrainer:
-    def __init__(self, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
-        torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        from rdp_bench.training.data import CropBatches
+@torch.no_grad()
+def validate(model: HiFiCAutoencoder, images: list[torch.Tensor], kid: Callable | None = None) -> dict[str, float]:
+    """Estimated bpp, PSNR and MS-SSIM (8-bit output) on the validation crops; KID when ``kid`` is given."""
+    from pytorch_msssim import ms_ssim
 
-        self.cfg = cfg
-        self.log = log
-        self.arch = HiFiCConfig.tiny() if cfg.arch == "tiny" else HiFiCConfig()
-        self.data = CropBatches(size=cfg.crop, seed=cfg.seed)
-        self.base_data = CropBatches(size=cfg.base_crop, seed=cfg.seed + 1)
-        self.perceptual_name, self.perceptual = perceptual_loss()
+    model.eval()
+    bpps, psnrs, msssims, recs = [], [], [], []
+    for x in images:
+        out = model(x)
+        x_hat = out.reconstruction.clamp(0, 1).mul(255).round().div(255)
+        bpps.append(out.bits().item() / (x.shape[-2] * x.shape[-1]))
+        psnrs.append(10 * math.log10(1 / max(F.mse_loss(x_hat, x).item(), 1e-10)))
+        msssims.append(ms_ssim(x_hat, x, data_range=1.0).item())
+        recs.append(x_hat)
+    row = {"bpp": sum(bpps) / len(bpps), "psnr": sum(psnrs) / len(psnrs), "ms_ssim": sum(msssims) / len(msssims)}
+    if kid is not None:
+        row["kid"] = kid(recs)
+    return row
 
-    def _optimizers(self, model: HiFiCAutoencoder, lr: float):
-        main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-        aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
-        return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=1e-3)
 
-    def _done(self, phase: PhaseLog, start: float, cpu_start: float, minutes: float, wall_limit: float | None) -> bool:
-        if self.cfg.max_steps is not None and phase.steps >= self.cfg.max_steps:
-            return True
-        if wall_limit is not None and time.monotonic() - start >= wall_limit:
-            return True
-        return time.process_time() - cpu_start >= minutes * 60
+class _Phase:
+    """The model, EMA, optimizers (and discriminator) of one phase; rebuilt from the state on a resume."""
 
-    def _wall_limit(self, minutes: float) -> float | None:
-        """This phase's share of the wall time left before the deadline (None: no deadline)."""
-        if self.cfg.deadline is None:
-            return None
-        left = max(self.cfg.deadline - time.time(), 0.0)
-        return left * minutes / max(self._planned_left, 1e-9)
+    def __init__(self, cfg: HiFiCJobConfig, index: int, name: str, target: float | None,
+                 start: dict[str, torch.Tensor] | None) -> None:
+        self.name, self.target = name, target
+        # built from a seed of its own, so a resumed run's restored RNG state is not consumed here
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed * 1000 + index)
+            self.model = HiFiCAutoencoder(cfg.architecture())
+            disc = ConditionalDiscriminator(cfg.architecture().latent_features) if name.startswith("gan") else None
+        if start is not None:
+            self.model.load_state_dict(start)
+        self.ema = _cpu(self.model.state_dict())
+        main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
+        aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
+        self.main = main
+        self.opt = torch.optim.Adam(main, lr=cfg.lr if target is None else cfg.finetune_lr)
+        self.opt_aux = torch.optim.Adam(aux, lr=1e-3)
+        self.disc = disc
+        self.disc_opt = (torch.optim.Adam(self.disc.parameters(), lr=cfg.finetune_lr, betas=(0.5, 0.9))
+                         if self.disc is not None else None)
 
-    def run_phase(self, model: HiFiCAutoencoder, name: str, minutes: float, lr: float,
-                  target: float | None = None, base_lambda: float | None = None,
-                  disc: ConditionalDiscriminator | None = None) -> PhaseLog:
-        model.train()
-        opt, aux_opt = self._optimizers(model, lr)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9)) if disc is not None else None
-        phase, stats = PhaseLog(name), {}
-        wall_limit = self._wall_limit(minutes)
-        self._planned_left -= minutes
-        cpu_start = time.process_time()
-        lam_a, lam_b = lambdas_for(target) if target is not None else (base_lambda, base_lambda)
-        start = time.monotonic()
-        crop, batch = (self.cfg.crop, self.cfg.batch) if target is not None else (self.cfg.base_crop, self.cfg.base_batch)
-        data = self.data if crop == self.cfg.crop else self.base_data
-        pixels = crop**2
-        while not self._done(phase, start, cpu_start, minutes, wall_limit):
-            x = data.sample(batch)
-            out = model(x)
-            bpp = _bpp(out, pixels)
-            lam = lam_a if target is None or bpp.item() > target else lam_b
-            mse = F.mse_loss(out.reconstruction * 255, x * 255)
-            loss = lam * bpp + K_M * mse
-            if target is not None:
-                perc = self.perceptual(out.reconstruction, x)
-                loss = loss + K_P * perc
-                _ema(stats, "perceptual", perc.item())
-            if disc is not None:
-                g_adv = F.softplus(-disc(out.reconstruction, out.latent.detach())).mean()  # non-saturating
-                loss = loss + BETA * g_adv
-                _ema(stats, "gan_g", g_adv.item())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            aux_opt.zero_grad(set_to_none=True)
-            model.aux_loss().backward()
-            aux_opt.step()
-            if disc is not None:
-                y_hat = out.latent.detach()
-                d_loss = F.softplus(-disc(x, y_hat)).mean() + F.softplus(disc(out.reconstruction.detach(), y_hat)).mean()
-                disc_opt.zero_grad(set_to_none=True)
-                d_loss.backward()
-                disc_opt.step()
-                _ema(stats, "gan_d", d_loss.item())
-            phase.steps += 1
-            _ema(stats, "bpp_estimated", bpp.item())
-            _ema(stats, "mse255", mse.item())
-            _ema(stats, "loss", loss.item())
-            if phase.steps % 50 == 0:
-                psnr = 10 * math.log10(255**2 / max(stats["mse255"], 1e-9))
-                self.log(f"[{name}] step {phase.steps} {time.monotonic() - start:.0f}s  "
-                         + "  ".join(f"{k}={v:.4f}" for k, v in stats.items()) + f"  psnr~{psnr:.2f}")
-        phase.seconds = time.monotonic() - start
-        phase.cpu_seconds = time.process_time() - cpu_start
-        phase.final = {k: round(v, 5) for k, v in stats.items()}
-        return phase
+    def state(self) -> dict[str, Any]:
+        out = {"model": _cpu(self.model.state_dict()), "ema": _cpu(self.ema), "opt": self.opt.state_dict(),
+               "opt_aux": self.opt_aux.state_dict()}
+        if self.disc is not None:
+            out |= {"disc": _cpu(self.disc.state_dict()), "disc_opt": self.disc_opt.state_dict()}
+        return out
 
-    def manifest(self, target: float, phases: list[PhaseLog]) -> dict:
-        total = sum(p.seconds for p in phases)
-        cpu = sum(p.cpu_seconds for p in phases)
-        from rdp_bench.training.data import training_photos
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema = state["ema"]
+        self.opt.load_state_dict(state["opt"])
+        self.opt_aux.load_state_dict(state["opt_aux"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["disc"])
+            self.disc_opt.load_state_dict(state["disc_opt"])
 
-        return {
+    def ema_model(self) -> HiFiCAutoencoder:
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.ema)
+        return model
+
+
+def _train_step(cfg: HiFiCJobConfig, phase: _Phase, x: torch.Tensor, lr: float,
+                perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, float] | None:
+    """One generator (and discriminator) update; None when the loss or gradient is not finite (skipped)."""
+    model, target = phase.model, phase.target
+    model.train()
+    for group in phase.opt.param_groups:
+        group["lr"] = lr
+    out = model(x, decoder_noise=target is None and cfg.base_quantization == "noise")
+    bpp = _bpp(out, x.shape[-2] * x.shape[-1])
+    lam_a, lam_b = lambdas_for(target) if target is not None else (cfg.base_lambda, cfg.base_lambda)
+    lam = lam_a if target is None or bpp.item() > target else lam_b
+    mse = F.mse_loss(out.reconstruction * 255, x * 255)
+    loss = lam * bpp + K_M * mse
+    parts = {"bpp": bpp.item(), "psnr": 10 * math.log10(255**2 / max(mse.item(), 1e-9))}
+    if target is not None:
+        perc = perceptual(out.reconstruction, x)
+        loss = loss + K_P * perc
+        parts["perceptual"] = perc.item()
+    if phase.disc is not None:
+        g_adv = F.softplus(-phase.disc(out.reconstruction, out.latent.detach())).mean()  # non-saturating
+        loss = loss + BETA * g_adv
+        parts["gan_g"] = g_adv.item()
+    phase.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(phase.main, 5.0)
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        return None
+    phase.opt.step()
+    aux = model.aux_loss()
+    phase.opt_aux.zero_grad(set_to_none=True)
+    aux.backward()
+    phase.opt_aux.step()
+    if phase.disc is not None:
+        y_hat = out.latent.detach()
+        d_loss = (F.softplus(-phase.disc(x, y_hat)).mean()
+                  + F.softplus(phase.disc(out.reconstruction.detach(), y_hat)).mean())
+        phase.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        phase.disc_opt.step()
+        parts["gan_d"] = d_loss.item()
+    return {"loss": loss.item(), "loss_aux": aux.item(), **parts}
+
+
+def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAULT_JOBS_DIR,
+                minutes: float | None = None, photos_dir: Path | None = None, until_step: int | None = None,
+                log: Log = print) -> Path:
+    """Run (or continue) the job through all its phases, or until ``until_step`` (counted over all phases)
+    or ``minutes`` of wall time; returns the job folder. SIGTERM / SIGINT save the state and stop."""
+    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
+    from rdp_bench.training.hyperprior import _KidProbe
+
+    folder = Path(jobs_dir) / job
+    state = open_job(folder, {"stage": "hific", **cfg.to_dict()})
+    torch.set_num_threads(cfg.threads)
+    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
+    data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
+    val_images = validation_images(val_paths)
+    torch.manual_seed(cfg.seed)
+    perceptual_name, perceptual = perceptual_loss()
+    plan = cfg.phases()
+    starts = [sum(p[2] for p in plan[:i]) for i in range(len(plan))]  # global step at each phase's start
+    step, watch, base, finished, logs = 0, Stopwatch(), None, {}, []
+    train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    if state is not None:
+        step, base, finished, logs = int(state["step"]), state["base"], state["finished"], list(state["phase_logs"])
+        watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
+        torch.set_rng_state(state["torch_rng"])
+        data.restore(state["data_rng"])
+        log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
+        train_log.truncate_after(step)
+        val_log.truncate_after(step)
+    else:
+        record_parent(folder, cfg.init)
+        log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out; "
+            f"perceptual term {perceptual_name}")
+    stop = {"now": False}
+
+    def on_signal(signum, frame):  # finish the current step, save, exit
+        stop["now"] = True
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    deadline = time.time() + minutes * 60 if minutes else math.inf
+    last = min(sum(p[2] for p in plan), until_step) if until_step is not None else sum(p[2] for p in plan)
+    kid_probe: list = []
+
+    def kid() -> Callable | None:
+        if not kid_probe:
+            try:
+                kid_probe.append(_KidProbe(val_images))
+            except Exception as exc:  # Inception weights missing: the curve goes on without KID
+                log(f"[{job}] KID skipped: {exc}")
+                kid_probe.append(None)
+        return kid_probe[0]
+
+    def validate_row(phase: _Phase, with_kid: bool) -> None:
+        row = validate(phase.ema_model(), val_images, kid() if with_kid else None)
+        val_log.append({"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "series": phase.name, **row})
+        log(f"[{job}] val step {step} {phase.name}: {row['bpp']:.3f} bpp, {row['psnr']:.2f} dB"
+            + (f", KID {row['kid']:.4f}" if "kid" in row else ""))
+        plot_curves(folder, f"{job}: HiFiC-{cfg.arch}, validation on {len(val_images)} held-out photos (EMA)")
+
+    try:
+        index = max(i for i, s in enumerate(starts) if s <= step) if step < starts[-1] + plan[-1][2] else len(plan)
+        phase: _Phase | None = None
+        saved_step = step
+        while index < len(plan) and step < last and not stop["now"] and time.time() < deadline:
+            name, target, steps = plan[index]
+            if phase is None or phase.name != name:
+                if name.startswith("rate"):
+                    begin = base
+                elif name.startswith("gan"):
+                    begin = phase.model.state_dict() if phase is not None else state["phase"]["model"]
+                else:
+                    begin = _init_weights(cfg.init) if cfg.init else None
+                phase = _Phase(cfg, index, name, target, begin)
+                if state is not None and state.get("phase_name") == name:
+                    phase.restore(state["phase"])  # resumed mid-phase
+                state = None
+                acc, skipped, phase_cpu0, last_save = {}, 0, watch.cpu_s, time.time()
+            in_phase = step - starts[index]
+            lr = (cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)) if target is None else cfg.finetune_lr
+            parts = _train_step(cfg, phase, data.sample(cfg.batch), lr, perceptual)
+            if parts is None:
+                skipped += 1
+                if skipped > 20:
+                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                continue
+            step += 1
+            ema_update(phase.ema, phase.model, cfg.ema_decay, step - starts[index])
+            for k, v in parts.items():
+                acc.setdefault(k, []).append(v)
+            if step % 100 == 0:
+                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "phase": name, "lr": lr,
+                       **windowed_means(acc)}
+                train_log.append(row)
+                acc = {}
+                if step % 500 == 0:
+                    log(f"[{job}] step {step} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                                    if k not in ("step", "phase")))
+            phase_done = step == starts[index] + steps
+            if phase_done or (target is None and (step - starts[index]) % cfg.val_every == 0):
+                validate_row(phase, with_kid=phase_done)
+            if phase_done:
+                logs.append({"name": name, "steps": steps, "cpu_seconds": round(watch.cpu_s - phase_cpu0, 1)})
+                if target is None:
+                    base = _cpu(phase.ema)
+                elif name.startswith("gan"):
+                    finished[str(target)] = _cpu(phase.ema)
+                index += 1
+            if phase_done or time.time() - last_save > cfg.save_every_s:
+                _save(folder, step, watch, data, base, finished, logs, phase, phase_done, train_paths, val_paths)
+                last_save, saved_step = time.time(), step
+        if phase is not None and saved_step != step:
+            _save(folder, step, watch, data, base, finished, logs, phase, False, train_paths, val_paths)
+        log(f"[{job}] stopped at step {step} of {starts[-1] + plan[-1][2]} ({watch.cpu_s / 3600:.2f} CPU-h); "
+            f"finished targets: {', '.join(sorted(finished)) or 'none'}; state in {folder / 'state.pt'}")
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return folder
+
+
+def _init_weights(path: str) -> dict[str, torch.Tensor]:
+    from rdp_bench.codecs.checkpoints import load_state_dict
+
+    return {k: v.float() for k, v in load_state_dict(Path(path)).items()}
+
+
+def _save(folder: Path, step: int, watch: Stopwatch, data, base, finished, logs, phase: _Phase,
+          phase_done: bool, train_paths: list[Path], val_paths: list[Path]) -> None:
+    # a finished rate phase's weights start the gan phase, so they are kept until it has begun
+    keep = phase_done and phase.name.startswith("rate")
+    atomic_torch_save({"step": step, "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
+                       "data_rng": data.state(), "base": base, "finished": finished, "phase_logs": logs,
+                       "phase_name": None if phase_done else phase.name,
+                       "phase": {"model": _cpu(phase.model.state_dict())} if keep else
+                       (None if phase_done else phase.state()),
+                       "train_photos": [p.name for p in train_paths], "val_photos": [p.name for p in val_paths]},
+                      folder / "state.pt")
+
+
+def export_hific(job_dir: Path, out: Path) -> list[Path]:
+    """Every finished target's EMA weights as a bundled fp16 checkpoint (``hific_tiny_0p10bpp`` ...)."""
+    import json
+
+    cfg = json.loads((Path(job_dir) / "config.json").read_text())
+    state = torch.load(Path(job_dir) / "state.pt", map_location="cpu", weights_only=True)
+    if not state["finished"]:
+        raise ValueError(f"{job_dir} has no finished target yet (step {state['step']}): train on")
+    val = CsvLog(Path(job_dir) / "val.csv").rows()
+    arch = HiFiCConfig.tiny() if cfg["arch"] == "tiny" else HiFiCConfig()
+    written = []
+    for key, weights in sorted(state["finished"].items(), key=lambda kv: float(kv[0])):
+        target = float(key)
+        names = ["base", f"rate@{target}", f"gan@{target}"]
+        phases = [p for p in state["phase_logs"] if p["name"] in names]
+        model = HiFiCAutoencoder(arch)
+        model.load_state_dict(weights)
+        model.eval()
+        model.hyper_bottleneck.update(force=True)
+        manifest = {
             "codec": "hific",
-            "architecture": {"name": f"hific-{self.cfg.arch}", "config": self.arch.to_dict(),
-                             "parameters": parameter_count(HiFiCAutoencoder(self.arch))},
+            "architecture": {"name": f"hific-{cfg['arch']}", "config": arch.to_dict(), "parameters": parameter_count(model)},
             "target_bpp": target,
-            "loss": {"lambda_a": lambdas_for(target)[0], "lambda_b": lambdas_for(target)[1], "base_lambda": self.cfg.base_lambda,
-                     "k_M": K_M, "k_P": K_P, "beta": BETA, "mse_scale": "0..255",
-                     "perceptual_term": self.perceptual_name, "gan": "non-saturating, conditional on upsampled y_hat"},
-            "training_data": {"source": "shared/photos (samples held out)", "photos": len(training_photos()),
-                              "crop": self.cfg.crop, "batch": self.cfg.batch,
-                              "base_crop": self.cfg.base_crop, "base_batch": self.cfg.base_batch},
-            "phases": [asdict(p) for p in phases],
-            "steps": sum(p.steps for p in phases),
-            "wall_seconds": round(total, 1),
-            "cpu_seconds": round(cpu, 1),
-            "final_losses": phases[-1].final,
-            "note": (f"Tiny HiFiC trained for {cpu / 60:.1f} CPU-minutes ({total / 60:.1f} min wall clock, shared machine) on one CPU thread "
-                     f"({phases[0].steps} pretraining steps of {self.cfg.base_batch}x{self.cfg.base_crop}px crops, "
-                     f"{sum(p.steps for p in phases[1:])} fine-tuning steps of {self.cfg.batch}x{self.cfg.crop}px). "
-                     "A demonstration checkpoint, far from the paper's HiFiC quality."),
+            "loss": {"lambda_a": lambdas_for(target)[0], "lambda_b": lambdas_for(target)[1], "base_lambda": cfg["base_lambda"],
+                     "k_M": K_M, "k_P": K_P, "beta": BETA, "mse_scale": "0..255", "perceptual_term": perceptual_loss()[0],
+                     "gan": "non-saturating, conditional on upsampled y_hat"},
+            "training": {
+                "steps": sum(p["steps"] for p in phases), "phases": phases,
+                "cpu_hours": round(sum(p["cpu_seconds"] for p in phases) / 3600, 3), "device": cfg["device"],
+                "data": f"{cfg['crop']}px random crops with flips, batch {cfg['batch']}, of "
+                        f"{len(state['train_photos'])} shared photos",
+                "train_photos": state["train_photos"], "validation_photos": state["val_photos"],
+                "held_out": "the validation photos and the bundled samples images are never trained on",
+                "job_config": cfg,
+                "last_validation": [r for r in val if r.get("series") == f"gan@{target}"][-1:],
+                **warm_start_lineage(Path(job_dir), cfg.get("init", ""), sum(p["steps"] for p in phases),
+                                     sum(p["cpu_seconds"] for p in phases) / 3600),
+            },
+            "note": "Tiny HiFiC (NeuralCompression's layout, small widths), CPU-trained: not the paper's model.",
             "license": "MIT (trained by rdp-bench on the photos listed in shared/photos/manifest.csv)",
         }
-
-    def train(self, out_dir: Path, base_checkpoint: Path | None = None) -> list[Path]:
-        import copy
-
-        out_dir = Path(out_dir)
-        cfg = self.cfg
-        self.log(f"perceptual term: {self.perceptual_name}")
-        self._planned_left = cfg.base_minutes + len(cfg.targets) * (cfg.rate_minutes + cfg.gan_minutes)
-        base = HiFiCAutoencoder(self.arch)
-        base_phase = self.run_phase(base, "base", cfg.base_minutes, cfg.lr, base_lambda=cfg.base_lambda)
-        self.log(f"base done: {base_phase.steps} steps, {base_phase.final}")
-        if base_checkpoint is not None:
-            torch.save(base.state_dict(), base_checkpoint)
-        written = []
-        for target in cfg.targets:
-            model = copy.deepcopy(base)
-            rate = self.run_phase(model, f"rate@{target}", cfg.rate_minutes, cfg.finetune_lr, target=target)
-            disc = ConditionalDiscriminator(self.arch.latent_features)
-            gan = self.run_phase(model, f"gan@{target}", cfg.gan_minutes, cfg.finetune_lr, target=target, disc=disc)
-            model.eval()
-            model.hyper_bottleneck.update(force=True)
-            path = save_checkpoint(model.state_dict(), out_dir / checkpoint_name(target),
-                                   self.manifest(target, [base_phase, rate, gan]))
-            self.log(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-            written.append(path)
-        return written
+        written.append(save_checkpoint(model.state_dict(), Path(out) / checkpoint_name(target), manifest))
+    return written
 
 
-def train_hific(out_dir: Path, cfg: TrainConfig, log: Callable[[str], None] = print,
-                base_checkpoint: Path | None = None) -> list[Path]:
-    return HiFiCTrainer(cfg, log).train(out_dir, base_checkpoint)
-
-
-__all__ = ["ConditionalDiscriminator", "HiFiCTrainer", "LAMBDAS", "lambdas_for", "TrainConfig", "perceptual_loss", "train_hific"]
+__all__ = ["ConditionalDiscriminator", "HiFiCJobConfig", "LAMBDAS", "export_hific", "lambdas_for", "perceptual_loss",
+           "train_hific", "validate"]
