@@ -322,19 +322,21 @@ def train_hific_cmd(
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: bool = typer.Option(False, "--export", help="Do not train: write every finished target as a bundled checkpoint."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/hific)."),
+    export_base: Optional[Path] = typer.Option(None, "--export-base", help="Do not train: write the finished base phase to this file (for --init)."),
 ) -> None:
     """Train HiFiC as a resumable job: MSE+rate pretraining, then per target rate-targeted and
     conditional-GAN fine-tuning. Re-running the same command continues from the saved state."""
     from rdp_bench.codecs.hific import WEIGHTS_DIR
-    from rdp_bench.training.hific import HiFiCJobConfig, export_hific, train_hific
+    from rdp_bench.training.hific import HiFiCJobConfig, export_hific, export_hific_base, train_hific
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
-    if export:
+    if export or export_base:
         if not (folder / "state.pt").is_file():
             _fail(f"no saved state in {folder}: train first (same --job)")
         try:
-            for path in export_hific(folder, export_dir or WEIGHTS_DIR):
+            paths = [export_hific_base(folder, export_base)] if export_base else export_hific(folder, export_dir or WEIGHTS_DIR)
+            for path in paths:
                 console.print(f"wrote {path}")
         except ValueError as exc:
             _fail(str(exc))

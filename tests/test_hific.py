@@ -233,7 +233,7 @@ def test_training_job_resumes_to_the_same_weights(job_photos, tmp_path):
 
 
 def test_training_job_exports_checkpoints_that_code(job_photos, tmp_path):
-    from rdp_bench.training.hific import export_hific, train_hific
+    from rdp_bench.training.hific import export_hific, export_hific_base, train_hific
     from rdp_bench.training.job import JobMismatch
 
     quiet = lambda msg: None  # noqa: E731
@@ -250,6 +250,11 @@ def test_training_job_exports_checkpoints_that_code(job_photos, tmp_path):
     assert "skimage_astronaut.png" in manifest["training"]["validation_photos"]
     assert "skimage_astronaut.png" not in manifest["training"]["train_photos"]
     assert "ms-ssim" in manifest["loss"]["perceptual_term"] or "lpips" in manifest["loss"]["perceptual_term"]
+    # the base warm-starts another job, whose manifests count the parent's steps too
+    base = export_hific_base(folder, tmp_path / "base.safetensors")
+    child = train_hific(_tiny_job(init=str(base)), "child", tmp_path, photos_dir=job_photos, log=quiet)
+    child_training = read_manifest(export_hific(child, tmp_path / "w2")[0])["training"]
+    assert child_training["steps"] == 6 and child_training["total_steps"] == 6 + 2
     from rdp_bench.codecs.zoo import WeightsEntry
 
     class Trained(HiFiC):  # a new checkpoint runs once its table lists it

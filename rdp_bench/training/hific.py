@@ -445,5 +445,24 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
     return written
 
 
-__all__ = ["ConditionalDiscriminator", "HiFiCJobConfig", "LAMBDAS", "export_hific", "lambdas_for", "perceptual_loss",
+def export_hific_base(job_dir: Path, out: Path) -> Path:
+    """The job's finished base phase (EMA) as a checkpoint, to warm-start another job (``--init``)."""
+    import json
+
+    cfg = json.loads((Path(job_dir) / "config.json").read_text())
+    state = torch.load(Path(job_dir) / "state.pt", map_location="cpu", weights_only=True)
+    if state["base"] is None:
+        raise ValueError(f"{job_dir} has not finished its base phase yet (step {state['step']}): train on")
+    base = next(p for p in state["phase_logs"] if p["name"] == "base")
+    model = HiFiCAutoencoder(HiFiCConfig.tiny() if cfg["arch"] == "tiny" else HiFiCConfig())
+    model.load_state_dict(state["base"])
+    manifest = {"codec": "hific", "note": f"base phase (EMA) of the job {Path(job_dir).name}",
+                "training": {"steps": base["steps"], "cpu_hours": round(base["cpu_seconds"] / 3600, 3),
+                             "job_config": cfg,
+                             **warm_start_lineage(Path(job_dir), cfg.get("init", ""), base["steps"],
+                                                  base["cpu_seconds"] / 3600)}}
+    return save_checkpoint(model.state_dict(), Path(out), manifest)
+
+
+__all__ = ["ConditionalDiscriminator", "HiFiCJobConfig", "LAMBDAS", "export_hific", "export_hific_base", "lambdas_for", "perceptual_loss",
            "train_hific", "validate"]

@@ -8,11 +8,11 @@ from rdp_bench.codecs.zoo import WeightsEntry, check_table
 
 TABLE = check_table("hific", [
     WeightsEntry(0, "0.1bpp", "hific_tiny_0p10bpp.safetensors", {"target_bpp": 0.1},
-                 "669f29f112d069b1f7a32a51495decb6084e217874e11caf83eda0e97e50dad5"),
+                 "5b040ffd056affbf022f9390672510a01152ab7ffd4830c706c39a217799a25b"),
     WeightsEntry(1, "0.2bpp", "hific_tiny_0p20bpp.safetensors", {"target_bpp": 0.2},
-                 "ee781f74d91279a22a6ca7c405a53b52ef202cad955c1ea683b9485fd9960f0d"),
+                 "d3a81659d9ed07ee773bc501beed82dda9ac6f2bcaee669b3c3c601393ed6836"),
     WeightsEntry(2, "0.4bpp", "hific_tiny_0p40bpp.safetensors", {"target_bpp": 0.4},
-                 "94f6723a3d09e10662d88b5414fd33691df250de1c9d744ca967363c646ce6e8"),
+                 "8fbd06d3dda1855bc4f46e13e5d260ad827ecdd5c1b4d726f06e93457f7b8595"),
     WeightsEntry(3, "0.8bpp", "hific_tiny_0p80bpp.safetensors", {"target_bpp": 0.8},
-                 "1bd715e6b3cfd0dc33f88edc90aedbb2d12be9ba65a9b87875df3c244b3a6707"),
+                 "dcb1be8a33910076a29e62f10e6a90d773f4c9f5bfc00b8e679eecc2ebf79861"),
 ])
