@@ -96,7 +96,9 @@ def test_bundled_checkpoints_and_manifests():
     assert sum(p.stat().st_size for p, _ in found) < 8e6
     for path, manifest in found:
         assert manifest["sha256"] == file_sha256(path)
-        assert manifest["cpu_seconds"] > 0 and manifest["steps"] > 0 and "perceptual_term" in manifest["loss"]
+        training = manifest["training"]
+        assert training["cpu_hours"] > 0 and training["steps"] > 0 and "perceptual_term" in manifest["loss"]
+        assert not set(training["validation_photos"]) & set(training["train_photos"])
         assert HiFiCConfig.from_dict(manifest["architecture"]["config"]) == HiFiCConfig.tiny()
 
 
