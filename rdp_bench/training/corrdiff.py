@@ -145,7 +145,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     returns the job folder. SIGTERM / SIGINT stop it at the next step boundary after saving."""
     from rdp_bench.codecs.checkpoints import file_sha256
     from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
-    from rdp_bench.training.hyperprior import _KidProbe
+    from rdp_bench.training.job import KidProbe
 
     folder = Path(jobs_dir) / job
     compressor_path = Path(cfg.compressor)
@@ -238,7 +238,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
                 with_kid = bool(cfg.kid_every) and val_count % cfg.kid_every == 0
                 if with_kid and kid_probe is None:
                     try:
-                        kid_probe = _KidProbe(val_images)
+                        kid_probe = KidProbe(val_images)
                     except Exception as exc:  # Inception weights missing: the curve goes on without KID
                         log(f"[{job}] KID skipped: {exc}")
                         with_kid = False

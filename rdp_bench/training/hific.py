@@ -268,7 +268,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     """Run (or continue) the job through all its phases, or until ``until_step`` (counted over all phases)
     or ``minutes`` of wall time; returns the job folder. SIGTERM / SIGINT save the state and stop."""
     from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
-    from rdp_bench.training.hyperprior import _KidProbe
+    from rdp_bench.training.job import KidProbe
 
     folder = Path(jobs_dir) / job
     state = open_job(folder, {"stage": "hific", **cfg.to_dict()})
@@ -307,7 +307,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     def kid() -> Callable | None:
         if not kid_probe:
             try:
-                kid_probe.append(_KidProbe(val_images))
+                kid_probe.append(KidProbe(val_images))
             except Exception as exc:  # Inception weights missing: the curve goes on without KID
                 log(f"[{job}] KID skipped: {exc}")
                 kid_probe.append(None)

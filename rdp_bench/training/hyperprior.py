@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save, ema_update,
                                     open_job, plot_curves, record_parent, warm_start_lineage,
                                     windowed_means)
 
@@ -74,7 +74,7 @@ def rate_distortion_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, leve
 
 @torch.no_grad()
 def validate(model: GainedMeanScaleHyperprior, images: list[torch.Tensor], levels: list[int],
-             kid_levels: list[int] = (), kid: "_KidProbe | None" = None) -> list[dict[str, Any]]:
+             kid_levels: list[int] = (), kid: "KidProbe | None" = None) -> list[dict[str, Any]]:
     """Per level: estimated bpp, PSNR and MS-SSIM on the validation crops (eval mode: rounded latents)."""
     from pytorch_msssim import ms_ssim
 
@@ -97,23 +97,6 @@ def validate(model: GainedMeanScaleHyperprior, images: list[torch.Tensor], level
             row["kid"] = kid(recs)
         rows.append(row)
     return rows
-
-
-class _KidProbe:
-    """KID of reconstructed validation crops against the originals (FID/256 patches), cached reference features."""
-
-    def __init__(self, images: list[torch.Tensor]) -> None:
-        from rdp_bench.metrics.fid import KID, extract_patches
-
-        self.metric = KID(device="cpu")
-        self.extract = extract_patches
-        self.ref = self.metric.features(torch.cat([extract_patches(x[0]) for x in images]))
-
-    def __call__(self, recs: list[torch.Tensor]) -> float:
-        from rdp_bench.metrics.fid import kid_from_features
-
-        feats = self.metric.features(torch.cat([self.extract(x[0]) for x in recs]))
-        return kid_from_features(feats, self.ref)["kid"]
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -193,7 +176,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     deadline = time.time() + minutes * 60 if minutes else math.inf
     last_save, acc, skipped = time.time(), {}, 0
-    kid_probe: _KidProbe | None = None
+    kid_probe: KidProbe | None = None
     levels = list(range(cfg.model_config().levels))
     try:
         last = min(cfg.max_steps, until_step) if until_step is not None else cfg.max_steps
@@ -234,7 +217,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
                 with_kid = cfg.kid_every and val_count % cfg.kid_every == 0
                 if with_kid and kid_probe is None:
                     try:
-                        kid_probe = _KidProbe(val_images)
+                        kid_probe = KidProbe(val_images)
                     except Exception as exc:  # Inception weights missing: the curve goes on without KID
                         log(f"[{job}] KID skipped: {exc}")
                         with_kid = False

@@ -233,3 +233,20 @@ def warm_start_lineage(folder: Path, init: str, steps: int, cpu_hours: float) ->
         return {"warm_start": parent}
     return {"warm_start": parent, "total_steps": parent["steps"] + steps,
             "total_cpu_hours": round(parent["cpu_hours"] + cpu_hours, 3)}
+
+
+class KidProbe:
+    """KID of reconstructed validation crops against the originals (FID/256 patches), cached reference features."""
+
+    def __init__(self, images: list[torch.Tensor]) -> None:
+        from rdp_bench.metrics.fid import KID, extract_patches
+
+        self.metric = KID(device="cpu")
+        self.extract = extract_patches
+        self.ref = self.metric.features(torch.cat([extract_patches(x[0]) for x in images]))
+
+    def __call__(self, recs: list[torch.Tensor]) -> float:
+        from rdp_bench.metrics.fid import kid_from_features
+
+        feats = self.metric.features(torch.cat([self.extract(x[0]) for x in recs]))
+        return kid_from_features(feats, self.ref)["kid"]
