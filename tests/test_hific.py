@@ -227,6 +227,8 @@ def test_training_job_resumes_to_the_same_weights(job_photos, tmp_path):
     a = torch.load(straight / "state.pt", weights_only=True)
     b = torch.load(resumed / "state.pt", weights_only=True)
     assert a["step"] == b["step"] == 6 and list(a["finished"]) == list(b["finished"]) == ["0.3"]
+    # a phase's CPU time counts the runs before its resume too
+    assert sum(p["cpu_seconds"] for p in b["phase_logs"]) == pytest.approx(b["cpu_s"], rel=0.1)
     for key in a["finished"]["0.3"]:
         assert torch.equal(a["finished"]["0.3"][key], b["finished"]["0.3"][key]), key
     series = [line.split(",")[2] for line in (resumed / "val.csv").read_text().splitlines()[1:]]

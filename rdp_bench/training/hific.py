@@ -334,10 +334,11 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                 else:
                     begin = _init_weights(cfg.init) if cfg.init else None
                 phase = _Phase(cfg, index, name, target, begin)
-                if state is not None and state.get("phase_name") == name:
-                    phase.restore(state["phase"])  # resumed mid-phase
-                state = None
                 acc, skipped, phase_cpu0, last_save = {}, 0, watch.cpu_s, time.time()
+                if state is not None and state.get("phase_name") == name:
+                    phase.restore(state["phase"])  # resumed mid-phase: its CPU clock started before
+                    phase_cpu0 = float(state["phase_cpu0"])
+                state = None
             in_phase = step - starts[index]
             lr = (cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)) if target is None else cfg.finetune_lr
             parts = _train_step(cfg, phase, data.sample(cfg.batch), lr, perceptual)
@@ -369,10 +370,10 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                     finished[str(target)] = _cpu(phase.ema)
                 index += 1
             if phase_done or time.time() - last_save > cfg.save_every_s:
-                _save(folder, step, watch, data, base, finished, logs, phase, phase_done, train_paths, val_paths)
+                _save(folder, step, watch, data, base, finished, logs, phase, phase_done, phase_cpu0, train_paths, val_paths)
                 last_save, saved_step = time.time(), step
         if phase is not None and saved_step != step:
-            _save(folder, step, watch, data, base, finished, logs, phase, False, train_paths, val_paths)
+            _save(folder, step, watch, data, base, finished, logs, phase, False, phase_cpu0, train_paths, val_paths)
         log(f"[{job}] stopped at step {step} of {starts[-1] + plan[-1][2]} ({watch.cpu_s / 3600:.2f} CPU-h); "
             f"finished targets: {', '.join(sorted(finished)) or 'none'}; state in {folder / 'state.pt'}")
     finally:
@@ -388,12 +389,12 @@ def _init_weights(path: str) -> dict[str, torch.Tensor]:
 
 
 def _save(folder: Path, step: int, watch: Stopwatch, data, base, finished, logs, phase: _Phase,
-          phase_done: bool, train_paths: list[Path], val_paths: list[Path]) -> None:
+          phase_done: bool, phase_cpu0: float, train_paths: list[Path], val_paths: list[Path]) -> None:
     # a finished rate phase's weights start the gan phase, so they are kept until it has begun
     keep = phase_done and phase.name.startswith("rate")
     atomic_torch_save({"step": step, "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
                        "data_rng": data.state(), "base": base, "finished": finished, "phase_logs": logs,
-                       "phase_name": None if phase_done else phase.name,
+                       "phase_name": None if phase_done else phase.name, "phase_cpu0": phase_cpu0,
                        "phase": {"model": _cpu(phase.model.state_dict())} if keep else
                        (None if phase_done else phase.state()),
                        "train_photos": [p.name for p in train_paths], "val_photos": [p.name for p in val_paths]},
