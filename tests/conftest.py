@@ -44,3 +44,19 @@ def raw_v2_stream(codec_id: int, rate_id: int, height: int, width: int, payload:
     """A CRC-valid v2 container with any header values, also those ``Container.pack`` refuses to write."""
     return _with_crc(struct.pack(">4sBHHIII", b"RDPB", version, codec_id, rate_id, height, width, len(payload))
                      + payload)
+
+
+@pytest.fixture()
+def job_photos(tmp_path):
+    """Bundled samples under other names, for training jobs: two to train on, one named as a validation photo."""
+    import shutil
+
+    from rdp_bench.datasets import SAMPLES_DIR
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    srcs = sorted(SAMPLES_DIR.glob("*.png"))
+    shutil.copy(srcs[0], folder / "train_a.png")
+    shutil.copy(srcs[1], folder / "train_b.png")
+    shutil.copy(srcs[2], folder / "skimage_astronaut.png")
+    return folder

@@ -193,22 +193,6 @@ def test_msillm_loads_an_upstream_style_checkpoint(monkeypatch, tmp_path, capsys
     assert "CC-BY-NC 4.0" in capsys.readouterr().err
 
 
-@pytest.fixture()
-def job_photos(tmp_path) -> Path:
-    """Bundled samples under other names: two to train on, one named as a validation photo."""
-    import shutil
-
-    from rdp_bench.datasets import SAMPLES_DIR
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    srcs = sorted(SAMPLES_DIR.glob("*.png"))
-    shutil.copy(srcs[0], folder / "train_a.png")
-    shutil.copy(srcs[1], folder / "train_b.png")
-    shutil.copy(srcs[2], folder / "skimage_astronaut.png")
-    return folder
-
-
 def _tiny_job(**kw):
     from rdp_bench.training.hific import HiFiCJobConfig
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig, GainedMea
 from rdp_bench.codecs.hyperprior import Hyperprior
 from rdp_bench.codecs.hyperprior_coder import HyperpriorCoder, HyperpriorParts
 from rdp_bench.container import BitstreamError
-from rdp_bench.datasets import SAMPLES_DIR
 
 SMALL = GainedHyperpriorConfig(N=16, M=24, lambdas=(0.002, 0.01, 0.05))
 
@@ -100,18 +98,6 @@ def test_coder_equals_compressai_own_compress_and_decompress():
 
 # --- the resumable training job ---------------------------------------------------------------
 
-@pytest.fixture()
-def photos(tmp_path) -> Path:
-    """Bundled samples under other names: two to train on, one named as a validation photo."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    srcs = sorted(SAMPLES_DIR.glob("*.png"))
-    shutil.copy(srcs[0], folder / "train_a.png")
-    shutil.copy(srcs[1], folder / "train_b.png")
-    shutil.copy(srcs[2], folder / "skimage_astronaut.png")
-    return folder
-
-
 def _tiny_job(**kw):
     from rdp_bench.training.hyperprior import AutoencoderJobConfig
 
@@ -119,13 +105,13 @@ def _tiny_job(**kw):
                                    "val_every": 3, "kid_every": 0, "threads": 1, **kw})
 
 
-def test_training_job_resumes_to_the_same_weights(photos, tmp_path):
+def test_training_job_resumes_to_the_same_weights(job_photos, tmp_path):
     from rdp_bench.training.hyperprior import train_autoencoder
 
     quiet = lambda msg: None  # noqa: E731
-    straight = train_autoencoder(_tiny_job(), "straight", tmp_path, photos_dir=photos, log=quiet)
-    train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=photos, until_step=3, log=quiet)
-    resumed = train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=photos, log=quiet)
+    straight = train_autoencoder(_tiny_job(), "straight", tmp_path, photos_dir=job_photos, log=quiet)
+    train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=job_photos, until_step=3, log=quiet)
+    resumed = train_autoencoder(_tiny_job(), "resumed", tmp_path, photos_dir=job_photos, log=quiet)
     a = torch.load(straight / "state.pt", weights_only=True)
     b = torch.load(resumed / "state.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
@@ -138,14 +124,14 @@ def test_training_job_resumes_to_the_same_weights(photos, tmp_path):
     assert (resumed / "curves.png").stat().st_size > 0
 
 
-def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
+def test_training_job_refuses_other_settings_and_exports(job_photos, tmp_path):
     from rdp_bench.training.hyperprior import export_autoencoder, train_autoencoder
     from rdp_bench.training.job import JobMismatch
 
     quiet = lambda msg: None  # noqa: E731
-    folder = train_autoencoder(_tiny_job(), "job", tmp_path, photos_dir=photos, log=quiet)
+    folder = train_autoencoder(_tiny_job(), "job", tmp_path, photos_dir=job_photos, log=quiet)
     with pytest.raises(JobMismatch, match="lr"):
-        train_autoencoder(_tiny_job(lr=1e-3), "job", tmp_path, photos_dir=photos, log=quiet)
+        train_autoencoder(_tiny_job(lr=1e-3), "job", tmp_path, photos_dir=job_photos, log=quiet)
     path = export_autoencoder(folder, tmp_path / "w", "hp-test")
     codec = Hyperprior(device="cpu", checkpoint=path)
     assert len(codec.rate_points()) == 2
@@ -157,7 +143,7 @@ def test_training_job_refuses_other_settings_and_exports(photos, tmp_path):
     assert training["steps"] == 6 and "skimage_astronaut.png" in training["validation_photos"]
     assert "skimage_astronaut.png" not in training["train_photos"]
     # a warm-started job's manifest counts its parent's training too
-    child = train_autoencoder(_tiny_job(max_steps=3, init=str(path)), "child", tmp_path, photos_dir=photos, log=quiet)
+    child = train_autoencoder(_tiny_job(max_steps=3, init=str(path)), "child", tmp_path, photos_dir=job_photos, log=quiet)
     import json
 
     overwritten = json.loads(path.with_suffix(".json").read_text())  # an export may reuse the parent's name
