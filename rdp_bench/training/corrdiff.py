@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update,
-                                    open_job, plot_curves, record_parent, warm_start_lineage,
-                                    windowed_means)
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
+                                    atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
+                                    warm_start_lineage, windowed_means)
 
 HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
                          / "hyperprior-vr-n64m128.safetensors")
@@ -144,7 +144,6 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     """Run (or continue) the job until ``cfg.max_steps`` (or ``until_step``) or ``minutes`` of wall time;
     returns the job folder. SIGTERM / SIGINT stop it at the next step boundary after saving."""
     from rdp_bench.codecs.checkpoints import file_sha256
-    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
     from rdp_bench.training.job import KidProbe
 
     folder = Path(jobs_dir) / job
@@ -152,9 +151,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     state = open_job(folder, {"stage": "corrdiff-score", **cfg.to_dict(),
                               "compressor_sha256": file_sha256(compressor_path)})
     torch.set_num_threads(cfg.threads)
-    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
-    data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
-    val_images = validation_images(val_paths)
+    train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     compressor, _ = load_compressor(compressor_path)
@@ -174,12 +171,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["opt"])
         step, val_count = int(state["step"]), int(state["val_count"])
-        watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
-        torch.set_rng_state(state["torch_rng"])
-        data.restore(state["data_rng"])
-        log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
-        train_log.truncate_after(step)
-        val_log.truncate_after(step)
+        watch = resume_clock(state, step, data, (train_log, val_log), job, log)
     else:
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out; "
             f"score net {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")

@@ -34,8 +34,9 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, Log, Stopwatch, atomic_torch_save, ema_update, open_job,
-                                    plot_curves, record_parent, warm_start_lineage, windowed_means)
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
+                                    atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
+                                    warm_start_lineage, windowed_means)
 
 K_M = 0.075 * 2**-5
 K_P = 1.0
@@ -267,15 +268,12 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                 log: Log = print) -> Path:
     """Run (or continue) the job through all its phases, or until ``until_step`` (counted over all phases)
     or ``minutes`` of wall time; returns the job folder. SIGTERM / SIGINT save the state and stop."""
-    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
     from rdp_bench.training.job import KidProbe
 
     folder = Path(jobs_dir) / job
     state = open_job(folder, {"stage": "hific", **cfg.to_dict()})
     torch.set_num_threads(cfg.threads)
-    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
-    data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
-    val_images = validation_images(val_paths)
+    train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     torch.manual_seed(cfg.seed)
     perceptual_name, perceptual = perceptual_loss()
     plan = cfg.phases()
@@ -284,12 +282,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
     if state is not None:
         step, base, finished, logs = int(state["step"]), state["base"], state["finished"], list(state["phase_logs"])
-        watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
-        torch.set_rng_state(state["torch_rng"])
-        data.restore(state["data_rng"])
-        log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
-        train_log.truncate_after(step)
-        val_log.truncate_after(step)
+        watch = resume_clock(state, step, data, (train_log, val_log), job, log)
     else:
         record_parent(folder, cfg.init)
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out; "

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save, ema_update,
-                                    open_job, plot_curves, record_parent, warm_start_lineage,
-                                    windowed_means)
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, KidProbe, Log,
+                                    Stopwatch, atomic_torch_save, ema_update, open_job, plot_curves,
+                                    record_parent, warm_start_lineage, windowed_means)
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,11 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     returns the job folder.
 
     SIGTERM / SIGINT stop it at the next step boundary after saving the state."""
-    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
 
     folder = Path(jobs_dir) / job
     state = open_job(folder, {"stage": "autoencoder", **cfg.to_dict()})
     torch.set_num_threads(cfg.threads)
-    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
-    data = RandomCrops(train_paths, cfg.crop, seed=cfg.seed)
-    val_images = validation_images(val_paths)
+    train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = GainedMeanScaleHyperprior(cfg.model_config())
@@ -152,12 +149,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
         opt.load_state_dict(state["opt"])
         opt_aux.load_state_dict(state["opt_aux"])
         step, val_count = int(state["step"]), int(state["val_count"])
-        watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
-        torch.set_rng_state(state["torch_rng"])
-        data.restore(state["data_rng"])
-        log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
-        train_log.truncate_after(step)
-        val_log.truncate_after(step)
+        watch = resume_clock(state, step, data, (train_log, val_log), job, log)
     else:
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out")
 

@@ -250,3 +250,22 @@ class KidProbe:
 
         feats = self.metric.features(torch.cat([self.extract(x[0]) for x in recs]))
         return kid_from_features(feats, self.ref)["kid"]
+
+
+def job_data(photos_dir: Path | None, crop: int, seed: int) -> tuple[list[Path], list[Path], Any, list[torch.Tensor]]:
+    """(training photos, validation photos, random training crops, validation images) of a training job."""
+    from rdp_bench.training.data import DEFAULT_PHOTOS, RandomCrops, split_photos, validation_images
+
+    train_paths, val_paths = split_photos(photos_dir or DEFAULT_PHOTOS)
+    return train_paths, val_paths, RandomCrops(train_paths, crop, seed=seed), validation_images(val_paths)
+
+
+def resume_clock(state: dict[str, Any], step: int, data: Any, logs: Iterable[CsvLog], job: str, log: Log) -> Stopwatch:
+    """On a resume: the RNG and data position of the saved state, logs cut back to its step; its stopwatch."""
+    watch = Stopwatch(float(state["cpu_s"]), float(state["wall_s"]))
+    torch.set_rng_state(state["torch_rng"])
+    data.restore(state["data_rng"])
+    log(f"[{job}] resumed at step {step} ({watch.cpu_s / 3600:.2f} CPU-h so far)")
+    for csv_log in logs:
+        csv_log.truncate_after(step)
+    return watch
