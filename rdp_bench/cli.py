@@ -271,35 +271,52 @@ def train_autoencoder_cmd(
 
 @train_app.command("cdc")
 def train_cdc_cmd(
-    lambdas: str = typer.Option("0.04,0.016,0.0064,0.0025", "--lambdas", help="Rate weights λ of the fine-tuned models."),
-    base_lambda: float = typer.Option(0.01, "--base-lambda"),
-    base_minutes: float = typer.Option(20.0, "--base-minutes", help="CPU minutes; 0 skips the base phase (use --init)."),
-    finetune_minutes: float = typer.Option(5.0, "--finetune-minutes", help="CPU minutes per λ."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Per-phase step cap (smoke tests)."),
-    crop: int = typer.Option(64, "--crop"),
+    job: str = typer.Option("cdc", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
+    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
+    lambdas: str = typer.Option("0.032,0.003,0.0015,0.0004", "--lambdas", help="Rate weights λ, one phase each."),
+    steps: int = typer.Option(1000, "--steps", help="Training steps per λ."),
+    crop: int = typer.Option(128, "--crop"),
     batch: int = typer.Option(8, "--batch"),
-    threads: int = typer.Option(1, "--threads"),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where fine-tuned checkpoints go (default rdp_bench/weights/cdc)."),
-    lr: float = typer.Option(5e-4, "--lr", help="Base-phase learning rate."),
-    finetune_lr: float = typer.Option(2e-4, "--finetune-lr"),
-    max_wall_factor: float = typer.Option(4.0, "--max-wall-factor", help="A phase also stops after this many times its CPU budget in wall minutes."),
+    lr: float = typer.Option(2e-4, "--lr"),
+    joint: bool = typer.Option(False, "--joint", help="CDC's joint objective with every part trained (default: the rate path stays frozen)."),
+    threads: int = typer.Option(2, "--threads"),
+    val_every: int = typer.Option(500, "--val-every"),
+    init_dir: Optional[Path] = typer.Option(None, "--init-dir", help="Folder of cdc-tiny-l{λ} checkpoints each phase starts from (default: the bundled ones)."),
+    scratch: bool = typer.Option(False, "--scratch", help="Start from random weights (needs --joint)."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
+    export: bool = typer.Option(False, "--export", help="Do not train: write every finished λ as a bundled checkpoint."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/cdc)."),
 ) -> None:
-    """CDC's joint recipe (everything at once): a base model, then one fine-tune per λ (CPU minutes).
+    """Train the tiny CDC checkpoints as a resumable job: per λ, CDC's ρ=0 diffusion loss from that λ's
+    checkpoint. Re-running the same command continues from the saved state."""
+    from rdp_bench.training.cdc import WEIGHTS_DIR, CDCJobConfig, export_cdc, train_cdc
+    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
-    At tiny step counts this recipe empties the latent (the rate term wins before the UNet uses the
-    context). The bundled CDC checkpoints came from stages 1-2 of an earlier staged recipe (removed with
-    the CDC-based CorrDiff; their manifests record it).
-    """
-    from rdp_bench.training.cdc import TrainConfig, WEIGHTS_DIR, train
-
-    cfg = TrainConfig(lambdas=tuple(float(v) for v in _split(lambdas)), base_lambda=base_lambda,
-                      base_minutes=base_minutes, finetune_minutes=finetune_minutes, max_steps=max_steps,
-                      crop=crop, batch=batch, threads=threads, init=init, out=out or WEIGHTS_DIR,
-                      base_out=out or WEIGHTS_DIR, lr=lr,
-                      finetune_lr=finetune_lr, max_wall_factor=max_wall_factor)
-    for path in train(cfg, log=lambda m: console.print(m, highlight=False)):
-        console.print(f"wrote {path}")
+    folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
+    if export:
+        if not (folder / "state.pt").is_file():
+            _fail(f"no saved state in {folder}: train first (same --job)")
+        try:
+            for path in export_cdc(folder, export_dir or WEIGHTS_DIR):
+                console.print(f"wrote {path}")
+        except ValueError as exc:
+            _fail(str(exc))
+        return
+    if scratch and not joint:
+        _fail("--scratch trains the rate path too: add --joint")
+    try:
+        lambda_values = tuple(float(v) for v in _split(lambdas))
+    except ValueError:
+        _fail(f"--lambdas takes comma-separated numbers, got {lambdas!r}")
+    cfg = CDCJobConfig(lambdas=lambda_values, steps=steps, crop=crop, batch=batch, lr=lr, joint=joint,
+                       threads=threads, val_every=val_every,
+                       init_dir="" if scratch else str(init_dir or WEIGHTS_DIR))
+    try:
+        train_cdc(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
+                  log=lambda msg: console.print(msg, highlight=False, markup=False))
+    except (JobMismatch, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
 
 
 @train_app.command("hific")

@@ -217,24 +217,76 @@ def test_hyper_latent_coding_matches_its_estimate():
         assert 8 * len(s) <= 1.05 * float(e) + 64
 
 
-def test_training_phase_runs_and_checkpoint_loads_in_the_codec(tmp_path, photo):
-    from rdp_bench.training.cdc import TrainConfig, train_phase, trainable_state_dict
+def _micro_job(monkeypatch, init_dir: Path | str, **kw):
+    from rdp_bench.training import cdc as training
 
-    class Data:
-        def sample(self, n):
-            return torch.rand(n, 3, 64, 64)
+    monkeypatch.setitem(training.ARCHITECTURES, "micro", lambda: MICRO)
+    return training.CDCJobConfig(**{"lambdas": (0.02, 0.005), "steps": 2, "crop": 64, "batch": 2, "val_every": 1,
+                                    "val_steps": 1, "arch": "micro", "init_dir": str(init_dir)} | kw)
 
-    cfg = TrainConfig(max_steps=2, batch=2, out=tmp_path)
-    model = CDCModel(MICRO)
-    ema, stats, _ = train_phase(model, 0.01, 1.0, 1e-3, cfg, Data(), log=lambda m: None)
-    assert stats["steps"] == 2
-    save_checkpoint(trainable_state_dict(ema.model), tmp_path / "cdc-tiny-l0p01",
-                    {"lambda": 0.01, "phase": "finetune", "config": MICRO.to_dict()})
-    class Trained(CDC):
-        weights_table = (WeightsEntry(0, "lambda0.01", "cdc-tiny-l0p01.safetensors", {"lambda": 0.01}),)
 
-    trained = Trained(device="cpu", weights_dir=tmp_path, steps=1)
-    assert [p.label for p in trained.rate_points()] == ["lambda0.01"]
+def test_training_job_resumes_to_the_same_weights_and_keeps_the_rate_path(monkeypatch, job_photos, weights_dir,
+                                                                          tmp_path):
+    from rdp_bench.codecs.checkpoints import load_state_dict
+    from rdp_bench.training.cdc import RATE_PATH, train_cdc
+
+    quiet = lambda msg: None  # noqa: E731
+    cfg = _micro_job(monkeypatch, weights_dir)
+    straight = train_cdc(cfg, "straight", tmp_path, photos_dir=job_photos, log=quiet)
+    for until in (1, 2, 3, None):  # mid-phase, phase done, mid-phase, the end
+        resumed = train_cdc(cfg, "resumed", tmp_path, photos_dir=job_photos, until_step=until, log=quiet)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(resumed / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4 and list(a["finished"]) == list(b["finished"]) == ["0.02", "0.005"]
+    for lam in a["finished"]:
+        for key in a["finished"][lam]:
+            assert torch.equal(a["finished"][lam][key], b["finished"][lam][key]), (lam, key)
+    # the decoder recipe leaves what sets the rate as it was, and trains the rest
+    init = load_state_dict(weights_dir / "cdc-tiny-l0p02.safetensors")
+    done = b["finished"]["0.02"]
+    frozen = [k for k in init if k.startswith(RATE_PATH)]
+    assert frozen and all(torch.allclose(done[k], init[k].float(), rtol=1e-6, atol=1e-8) for k in frozen)  # EMA rounding
+    assert any((done[k] - init[k].float()).abs().max() > 1e-5 for k in init if k.startswith("denoise_fn."))
+    series = [line.split(",")[2] for line in (resumed / "val.csv").read_text().splitlines()[1:]]
+    assert series == ["ft@0.02"] * 3 + ["ft@0.005"] * 3  # the start, each step (val_every 1)
+    assert sum(p["cpu_seconds"] for p in b["phase_logs"]) == pytest.approx(b["cpu_s"], rel=0.2)
+    assert (resumed / "curves.png").stat().st_size > 0
+
+
+def test_training_job_exports_checkpoints_that_code(monkeypatch, job_photos, weights_dir, tmp_path, photo):
+    from rdp_bench.codecs.checkpoints import read_manifest
+    from rdp_bench.training.cdc import export_cdc, train_cdc
+    from rdp_bench.training.job import JobMismatch
+
+    quiet = lambda msg: None  # noqa: E731
+    with pytest.raises(ValueError, match="give init_dir"):
+        train_cdc(_micro_job(monkeypatch, ""), "scratch", tmp_path, photos_dir=job_photos, log=quiet)
+    assert not (tmp_path / "scratch").exists()
+    folder = train_cdc(_micro_job(monkeypatch, weights_dir), "job", tmp_path, photos_dir=job_photos, until_step=1,
+                       log=quiet)
+    with pytest.raises(ValueError, match="no finished"):
+        export_cdc(folder, tmp_path / "w")
+    with pytest.raises(JobMismatch, match="lr"):
+        train_cdc(_micro_job(monkeypatch, weights_dir, lr=1.0), "job", tmp_path, photos_dir=job_photos, log=quiet)
+    train_cdc(_micro_job(monkeypatch, weights_dir), "job", tmp_path, photos_dir=job_photos, until_step=2, log=quiet)
+    paths = export_cdc(folder, tmp_path / "w")
+    assert [p.name for p in paths] == ["cdc-tiny-l0p02.safetensors"]  # only the finished λ
+    training = read_manifest(paths[0])["training"]
+    assert training["steps"] == 2 and training["total_steps"] == 2  # the fixture's parent has no steps
+    assert training["warm_start"]["file"] == "cdc-tiny-l0p02.safetensors"
+    assert "skimage_astronaut.png" in training["validation_photos"]
+    assert "skimage_astronaut.png" not in training["train_photos"]
+    assert [training["validation"][k][0]["step"] for k in ("first", "last")] == [0, 2]
+    # joint training from scratch is the other recipe
+    scratch = train_cdc(_micro_job(monkeypatch, "", joint=True, lambdas=(0.02,), val_every=5), "joint",
+                        tmp_path, photos_dir=job_photos, log=quiet)
+    assert read_manifest(export_cdc(scratch, tmp_path / "w3")[0])["training"]["steps"] == 2
+
+    class Trained(CDC):  # a new checkpoint runs once its table lists it
+        weights_table = (WeightsEntry(0, "lambda0.02", "cdc-tiny-l0p02.safetensors", {"lambda": 0.02}),)
+
+    trained = Trained(device="cpu", weights_dir=tmp_path / "w", steps=1)
+    assert [p.label for p in trained.rate_points()] == ["lambda0.02"]
     assert trained.decode(trained.encode([photo(16, 24)], 0))[0].shape == (3, 16, 24)
 
 
