@@ -337,7 +337,9 @@ def export_cdc(job_dir: Path, out: Path) -> list[Path]:
                 "data": f"{cfg['crop']}px random crops with flips, batch {cfg['batch']}, of "
                         f"{len(state['train_photos'])} shared photos",
                 "train_photos": state["train_photos"], "validation_photos": state["val_photos"],
-                "held_out": "the validation photos and the bundled samples images are never trained on",
+                "held_out": "this job never trains on the validation photos or the bundled samples images"
+                            + ("; its warm-start parent may have (the first bundled checkpoints trained on "
+                               "crops of every shared photo but samples)" if parent else ""),
                 "job_config": cfg,
                 "validation": {"first": series[:1], "last": series[-1:]},
                 **({"warm_start": parent, "total_steps": parent["steps"] + phase["steps"],
