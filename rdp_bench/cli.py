@@ -274,7 +274,7 @@ def train_cdc_cmd(
     job: str = typer.Option("cdc", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
-    lambdas: str = typer.Option("0.032,0.003,0.0015,0.0004", "--lambdas", help="Rate weights λ, one phase each."),
+    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="Rate weights λ, one phase each (default: every λ of the cdc rate table)."),
     steps: int = typer.Option(1000, "--steps", help="Training steps per λ."),
     crop: int = typer.Option(128, "--crop"),
     batch: int = typer.Option(8, "--batch"),
@@ -306,7 +306,7 @@ def train_cdc_cmd(
     if scratch and not joint:
         _fail("--scratch trains the rate path too: add --joint")
     try:
-        lambda_values = tuple(float(v) for v in _split(lambdas))
+        lambda_values = tuple(float(v) for v in _split(lambdas)) if lambdas else CDCJobConfig.lambdas
     except ValueError:
         _fail(f"--lambdas takes comma-separated numbers, got {lambdas!r}")
     cfg = CDCJobConfig(lambdas=lambda_values, steps=steps, crop=crop, batch=batch, lr=lr, joint=joint,
@@ -324,7 +324,7 @@ def train_hific_cmd(
     job: str = typer.Option("hific", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
-    targets: str = typer.Option("0.1,0.2,0.4,0.8", "--targets", help="Target bpp of the models (HiFiC rate targeting)."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Target bpp of the models (HiFiC rate targeting; default: those of the hific rate table)."),
     base_steps: int = typer.Option(10_000, "--base-steps", help="MSE+rate pretraining steps (shared by all targets)."),
     rate_steps: int = typer.Option(1_200, "--rate-steps", help="Per target: rate-targeted fine-tuning steps."),
     gan_steps: int = typer.Option(800, "--gan-steps", help="Per target: conditional-GAN fine-tuning steps."),
@@ -360,7 +360,7 @@ def train_hific_cmd(
         return
     if arch not in ("tiny", "full"):
         _fail(f"--arch {arch}: use tiny or full")
-    cfg = HiFiCJobConfig(targets=tuple(float(v) for v in _split(targets)), crop=crop, batch=batch,
+    cfg = HiFiCJobConfig(targets=tuple(float(v) for v in _split(targets)) if targets else HiFiCJobConfig.targets, crop=crop, batch=batch,
                          base_lambda=base_lambda, base_steps=base_steps, rate_steps=rate_steps, gan_steps=gan_steps,
                          lr=lr, threads=threads, val_every=val_every, arch=arch, init=str(init) if init else "")
     try:

@@ -33,12 +33,13 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest, save_checkpoint
 from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, load_cdc_weights
+from rdp_bench.codecs.zoo.cdc import TABLE as CDC_TABLE
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save,
-                                    ema_update, job_data, open_job, plot_curves, resume_clock, windowed_means)
+                                    ema_update, job_data, open_job, plot_curves, resume_clock, StepRecorder)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
-#: the bundled rate weights λ, low rate first (rdp_bench/codecs/zoo/cdc.py)
-DEFAULT_LAMBDAS = (0.032, 0.003, 0.0015, 0.0004)
+#: the bundled rate weights λ (their owner is the rate table), largest λ (lowest rate) first
+DEFAULT_LAMBDAS = tuple(sorted((entry.params["lambda"] for entry in CDC_TABLE), reverse=True))
 #: the parts the decoder recipe freezes: the analysis transform and the hyperprior (they set the rate)
 RATE_PATH = ("context_fn.enc.", "context_fn.hyper_enc.", "context_fn.hyper_dec.", "context_fn.prior.")
 #: the job's ``arch`` names (the config is written into every exported manifest, which is what the codec reads)
@@ -207,6 +208,7 @@ def train_cdc(cfg: CDCJobConfig, job: str = "cdc", jobs_dir: Path = DEFAULT_JOBS
     starts = [i * cfg.steps for i in range(len(plan))]
     total = len(plan) * cfg.steps
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    recorder = StepRecorder(train_log, job, log, row_every=50, print_every=250)
     if state is not None:
         step, finished, logs, parents = int(state["step"]), state["finished"], list(state["phase_logs"]), state["parents"]
         watch = resume_clock(state, step, data, (train_log, val_log), job, log)
@@ -257,7 +259,8 @@ def train_cdc(cfg: CDCJobConfig, job: str = "cdc", jobs_dir: Path = DEFAULT_JOBS
             name, lam, steps = plan[index]
             if phase is None or phase.name != name:
                 phase = _Phase(cfg, index, name, lam)
-                acc, skipped, phase_cpu0, last_save = {}, 0, watch.cpu_s, time.time()
+                phase_cpu0, last_save = watch.cpu_s, time.time()
+                recorder.start_phase()
                 if state is not None and state.get("phase_name") == name:
                     phase.restore(state["phase"])  # resumed mid-phase: its CPU clock started before
                     phase_cpu0 = float(state["phase_cpu0"])
@@ -268,22 +271,11 @@ def train_cdc(cfg: CDCJobConfig, job: str = "cdc", jobs_dir: Path = DEFAULT_JOBS
             lr = cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)
             parts = _train_step(cfg, phase, data.sample(cfg.batch), lr)
             if parts is None:
-                skipped += 1
-                if skipped > 20:
-                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                recorder.skip()
                 continue
             step += 1
             ema_update(phase.ema, phase.model, cfg.ema_decay, step - starts[index])
-            for k, v in parts.items():
-                acc.setdefault(k, []).append(v)
-            if step % 50 == 0:
-                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "phase": name, "lr": lr,
-                       **windowed_means(acc)}
-                train_log.append(row)
-                acc = {}
-                if step % 250 == 0:
-                    log(f"[{job}] step {step} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                                    if k not in ("step", "phase")))
+            recorder.record(step, parts, watch.cpu_s, lr, phase=name)
             phase_done = step == starts[index] + steps
             if phase_done or (step - starts[index]) % cfg.val_every == 0:
                 validate_row(phase, with_kid=phase_done)

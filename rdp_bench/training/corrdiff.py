@@ -17,7 +17,7 @@ import copy
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import torch
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
                                     atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
-                                    warm_start_lineage, windowed_means)
+                                    warm_start_lineage, StepRecorder)
 
 HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
                          / "hyperprior-vr-n64m128.safetensors")
@@ -164,8 +164,9 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    step, watch, val_count, skipped = 0, Stopwatch(), 0, 0
+    step, watch, val_count = 0, Stopwatch(), 0
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    recorder = StepRecorder(train_log, job, log)
     if state is not None:
         net.load_state_dict(state["model"])
         ema = {k: v.to(device) for k, v in state["ema"].items()}
@@ -191,7 +192,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     deadline = time.time() + minutes * 60 if minutes else math.inf
-    last_save, acc = time.time(), {}
+    last_save = time.time()
     kid_probe = None
     levels = compressor.config.levels
     try:
@@ -210,21 +211,12 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                skipped += 1
-                if skipped > 20:
-                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                recorder.skip()
                 continue
             opt.step()
             step += 1
             ema_update(ema, net, cfg.ema_decay, step)
-            for k, v in parts.items():
-                acc.setdefault(k, []).append(v)
-            if step % 100 == 0:
-                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "lr": lr, **windowed_means(acc)}
-                train_log.append(row)
-                acc = {}
-                if step % 500 == 0:
-                    log(f"[{job}] step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+            recorder.record(step, parts, watch.cpu_s, lr)
             if step % cfg.val_every == 0:
                 val_count += 1
                 with_kid = bool(cfg.kid_every) and val_count % cfg.kid_every == 0

@@ -34,9 +34,10 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
+from rdp_bench.codecs.zoo.hific import TABLE as HIFIC_TABLE
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
                                     atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
-                                    warm_start_lineage, windowed_means)
+                                    warm_start_lineage, StepRecorder)
 
 K_M = 0.075 * 2**-5
 K_P = 1.0
@@ -59,7 +60,8 @@ def lambdas_for(target: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class HiFiCJobConfig:
-    targets: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
+    #: the bundled targets (their owner is the rate table)
+    targets: tuple[float, ...] = tuple(sorted(entry.params["target_bpp"] for entry in HIFIC_TABLE))
     crop: int = 128  # the MS-SSIM fallback needs > 96 px
     batch: int = 8
     #: λ_base of ``λ_base·bpp + k_M·MSE``; 0.25 is CompressAI's λ ≈ 0.0094 (k_M / λ_base), about 0.5 bpp
@@ -280,6 +282,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     starts = [sum(p[2] for p in plan[:i]) for i in range(len(plan))]  # global step at each phase's start
     step, watch, base, finished, logs = 0, Stopwatch(), None, {}, []
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    recorder = StepRecorder(train_log, job, log, row_every=100, print_every=500)
     if state is not None:
         step, base, finished, logs = int(state["step"]), state["base"], state["finished"], list(state["phase_logs"])
         watch = resume_clock(state, step, data, (train_log, val_log), job, log)
@@ -327,7 +330,8 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                 else:
                     begin = _init_weights(cfg.init) if cfg.init else None
                 phase = _Phase(cfg, index, name, target, begin)
-                acc, skipped, phase_cpu0, last_save = {}, 0, watch.cpu_s, time.time()
+                phase_cpu0, last_save = watch.cpu_s, time.time()
+                recorder.start_phase()
                 if state is not None and state.get("phase_name") == name:
                     phase.restore(state["phase"])  # resumed mid-phase: its CPU clock started before
                     phase_cpu0 = float(state["phase_cpu0"])
@@ -336,22 +340,11 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
             lr = (cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)) if target is None else cfg.finetune_lr
             parts = _train_step(cfg, phase, data.sample(cfg.batch), lr, perceptual)
             if parts is None:
-                skipped += 1
-                if skipped > 20:
-                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                recorder.skip()
                 continue
             step += 1
             ema_update(phase.ema, phase.model, cfg.ema_decay, step - starts[index])
-            for k, v in parts.items():
-                acc.setdefault(k, []).append(v)
-            if step % 100 == 0:
-                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "phase": name, "lr": lr,
-                       **windowed_means(acc)}
-                train_log.append(row)
-                acc = {}
-                if step % 500 == 0:
-                    log(f"[{job}] step {step} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
-                                                                    if k not in ("step", "phase")))
+            recorder.record(step, parts, watch.cpu_s, lr, phase=name)
             phase_done = step == starts[index] + steps
             if phase_done or (target is None and (step - starts[index]) % cfg.val_every == 0):
                 validate_row(phase, with_kid=phase_done)

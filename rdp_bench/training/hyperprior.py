@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, KidProbe, Log,
                                     Stopwatch, atomic_torch_save, ema_update, open_job, plot_curves,
-                                    record_parent, warm_start_lineage, windowed_means)
+                                    record_parent, warm_start_lineage, StepRecorder)
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     step, watch, val_count = 0, Stopwatch(), 0
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
+    recorder = StepRecorder(train_log, job, log)
     if state is not None:
         model.load_state_dict(state["model"])
         ema = {k: v.to(device) for k, v in state["ema"].items()}
@@ -167,7 +168,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     deadline = time.time() + minutes * 60 if minutes else math.inf
-    last_save, acc, skipped = time.time(), {}, 0
+    last_save = time.time()
     kid_probe: KidProbe | None = None
     levels = list(range(cfg.model_config().levels))
     try:
@@ -185,9 +186,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             grad_norm = torch.nn.utils.clip_grad_norm_(main_params, 1.0)
             if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
                 # one bad batch must not poison the weights (a warm-started run went NaN at step ~750)
-                skipped += 1
-                if skipped > 20:
-                    raise FloatingPointError(f"[{job}] {skipped} non-finite steps; the state saved last is intact")
+                recorder.skip()
                 continue
             opt.step()
             aux = model.aux_loss()
@@ -196,14 +195,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             opt_aux.step()
             step += 1
             ema_update(ema, model, cfg.ema_decay, step)
-            for k, v in {"loss": loss.item(), "loss_aux": aux.item(), **parts}.items():
-                acc.setdefault(k, []).append(v)
-            if step % 100 == 0:
-                row = {"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "lr": lr, **windowed_means(acc)}
-                train_log.append(row)
-                acc = {}
-                if step % 500 == 0:
-                    log(f"[{job}] step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
+            recorder.record(step, {"loss": loss.item(), "loss_aux": aux.item(), **parts}, watch.cpu_s, lr)
             if step % cfg.val_every == 0:
                 val_count += 1
                 with_kid = cfg.kid_every and val_count % cfg.kid_every == 0

@@ -202,6 +202,42 @@ def windowed_means(acc: dict[str, list[float]]) -> dict[str, float]:
 Log = Callable[[str], None]
 
 
+class StepRecorder:
+    """The bookkeeping after each training step, the same in every job: a non-finite step is skipped (more than
+    20 in one phase stop the job, the last saved state intact), the step's numbers are averaged into a
+    ``train.csv`` row every ``row_every`` steps, and every ``print_every`` steps that row is logged too."""
+
+    max_skipped = 20
+
+    def __init__(self, train_log: CsvLog, job: str, log: Log, row_every: int = 100, print_every: int = 500) -> None:
+        self.train_log, self.job, self.log = train_log, job, log
+        self.row_every, self.print_every = row_every, print_every
+        self.start_phase()
+
+    def start_phase(self) -> None:
+        self.window: dict[str, list[float]] = {}
+        self.skipped = 0
+
+    def skip(self) -> None:
+        self.skipped += 1
+        if self.skipped > self.max_skipped:
+            raise FloatingPointError(f"[{self.job}] {self.skipped} non-finite steps; the state saved last is intact")
+
+    def record(self, step: int, parts: dict[str, float], cpu_s: float, lr: float, phase: str | None = None) -> None:
+        for k, v in parts.items():
+            self.window.setdefault(k, []).append(v)
+        if step % self.row_every:
+            return
+        row = {"step": step, "cpu_hours": round(cpu_s / 3600, 4), **({"phase": phase} if phase else {}), "lr": lr,
+               **windowed_means(self.window)}
+        self.train_log.append(row)
+        self.window = {}
+        if step % self.print_every == 0:
+            where = f" {phase}" if phase else ""
+            self.log(f"[{self.job}] step {step}{where}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                                    if k not in ("step", "phase")))
+
+
 def record_parent(folder: Path, init: str) -> None:
     """At a warm-started job's start, keep what its parent checkpoint was (file, sha256, steps, CPU-hours) in
     ``parent.json``: an export may later overwrite the parent's file under the same name."""

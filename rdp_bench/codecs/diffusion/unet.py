@@ -12,7 +12,7 @@ is the small one trained for the bundled rdp-bench checkpoints.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
