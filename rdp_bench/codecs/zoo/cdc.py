@@ -16,5 +16,5 @@ TABLE = check_table("cdc", [
     WeightsEntry(3, "lambda0.0004", "cdc-tiny-l0p0004.safetensors", {"lambda": 0.0004},
                  "4c771beee9b665b88ef6fbdd5dc52964cf1dde6b9487ff190b653889f25ccc1b"),
     WeightsEntry(2, "lambda0.0015", "cdc-tiny-l0p0015.safetensors", {"lambda": 0.0015},
-                 "2fc21310082f3dc0162e90dd110f345751bb4d7772ffabc922c850ddf377b406"),
+                 "b5e32b0eb94f3ceb2756674c43b56d2398603f9e67a0c3c974332de544f17fb0"),
 ])
