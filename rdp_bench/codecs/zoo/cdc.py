@@ -14,7 +14,7 @@ TABLE = check_table("cdc", [
     WeightsEntry(1, "lambda0.003", "cdc-tiny-l0p003.safetensors", {"lambda": 0.003},
                  "6af4c956c3f91fd88779bdeb2475411907809a90f3a851c5d8b10cb7c2b09046"),
     WeightsEntry(3, "lambda0.0004", "cdc-tiny-l0p0004.safetensors", {"lambda": 0.0004},
-                 "4c771beee9b665b88ef6fbdd5dc52964cf1dde6b9487ff190b653889f25ccc1b"),
+                 "dfa8fd3cf12822976bee7b165cb146247b48b0797d499391554e89c9d182557a"),
     WeightsEntry(2, "lambda0.0015", "cdc-tiny-l0p0015.safetensors", {"lambda": 0.0015},
                  "b5e32b0eb94f3ceb2756674c43b56d2398603f9e67a0c3c974332de544f17fb0"),
 ])
