@@ -360,7 +360,11 @@ def train_hific_cmd(
         return
     if arch not in ("tiny", "full"):
         _fail(f"--arch {arch}: use tiny or full")
-    cfg = HiFiCJobConfig(targets=tuple(float(v) for v in _split(targets)) if targets else HiFiCJobConfig.targets, crop=crop, batch=batch,
+    try:
+        target_values = tuple(float(v) for v in _split(targets)) if targets else HiFiCJobConfig.targets
+    except ValueError:
+        _fail(f"--targets takes comma-separated bpp values, e.g. 0.15,0.3; got {targets!r}")
+    cfg = HiFiCJobConfig(targets=target_values, crop=crop, batch=batch,
                          base_lambda=base_lambda, base_steps=base_steps, rate_steps=rate_steps, gan_steps=gan_steps,
                          lr=lr, threads=threads, val_every=val_every, arch=arch, init=str(init) if init else "")
     try:

@@ -427,6 +427,17 @@ def test_cli_mistakes_are_one_line_exit_2_and_leave_no_run_folder(tmp_path):
     assert not marker.exists() and not out.exists()  # nothing executed; the folder this run made is gone
 
 
+@pytest.mark.parametrize("command, option", [("cdc", "--lambdas"), ("hific", "--targets")])
+def test_training_number_lists_that_are_not_numbers_are_one_line_and_start_no_job(tmp_path, command, option):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    jobs = tmp_path / "jobs"
+    line = _one_error_line(CliRunner().invoke(app, ["train", command, "--jobs-dir", str(jobs), option, "0.1,abc"]))
+    assert option in line and "'0.1,abc'" in line and not jobs.exists()
+
+
 # --- runtime errors mid-run -------------------------------------------------------------------------
 @pytest.fixture
 def three_photos(tmp_path, photo):
