@@ -138,18 +138,24 @@ def _check_run_args(out: Path, device: Optional[str]) -> None:
     """User mistakes `run` can see before it starts: one line and exit 2 instead of a traceback later."""
     if out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a folder for the run (it is created, or resumed when it exists)")
-    if device:
-        import torch
+    _check_device(device)
 
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            _fail(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                _fail(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or leave --device out)")
-            if dev.index is not None and dev.index >= torch.cuda.device_count():
-                _fail(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0..)")
+
+def _check_device(device: Optional[str]) -> None:
+    """A --device this machine does not have: one line and exit 2 instead of a traceback later."""
+    if not device:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        _fail(f"--device {device!r} is not a device; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            _fail(f"--device {device}: no CUDA GPU is visible here; use --device cpu (or leave --device out)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            _fail(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0..)")
 
 
 def _report_unreadable(sweep) -> None:
@@ -241,6 +247,7 @@ def train_autoencoder_cmd(
     val_every: int = typer.Option(1000, "--val-every"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the transforms)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled checkpoint's weights."),
+    add_lambdas: Optional[str] = typer.Option(None, "--add-lambdas", help="Add rate levels at these λ (comma-separated) to the --init checkpoint and train only their gains; the other levels stay bit-identical."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/hyperprior)."),
@@ -248,7 +255,9 @@ def train_autoencoder_cmd(
     """Stage 1 of CorrDiff: the variable-rate MSE autoencoder (compressor + D), as a resumable job.
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
-    from rdp_bench.training.hyperprior import AutoencoderJobConfig, export_autoencoder, train_autoencoder
+    import math
+
+    from rdp_bench.training.hyperprior import AutoencoderJobConfig, export_autoencoder, job_lambdas, train_autoencoder
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
@@ -258,11 +267,21 @@ def train_autoencoder_cmd(
         path = export_autoencoder(folder, export_dir or (Path(__file__).parent / "weights" / "hyperprior"), export)
         console.print(f"wrote {path}")
         return
-    cfg = AutoencoderJobConfig(N=n, M=m, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
-                               val_every=val_every, device=device, init=str(init) if init else "")
+    try:
+        added = tuple(float(v) for v in _split(add_lambdas))
+        if not all(0 < v < math.inf for v in added):
+            raise ValueError
+    except ValueError:
+        _fail(f"--add-lambdas takes comma-separated positive numbers, e.g. 0.0004; got {add_lambdas!r}")
+    if added and not init:
+        _fail("--add-lambdas adds rate levels to a trained checkpoint: give it with --init FILE")
     if device.startswith("cuda") and not __import__("torch").cuda.is_available():
         _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    init_file = str(init) if init else ""
     try:
+        cfg = AutoencoderJobConfig(N=n, M=m, lambdas=job_lambdas(folder, init_file), crop=crop, batch=batch, lr=lr,
+                                   max_steps=max_steps, threads=threads, val_every=val_every, device=device,
+                                   init=init_file, add_lambdas=added)
         train_autoencoder(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
                           log=lambda msg: console.print(msg, highlight=False, markup=False))
     except (JobMismatch, FileNotFoundError, ValueError) as exc:
@@ -282,6 +301,7 @@ def train_cdc_cmd(
     joint: bool = typer.Option(False, "--joint", help="CDC's joint objective with every part trained (default: the rate path stays frozen)."),
     threads: int = typer.Option(2, "--threads"),
     val_every: int = typer.Option(500, "--val-every"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the UNet; validation decodes there too)."),
     init_dir: Optional[Path] = typer.Option(None, "--init-dir", help="Folder of cdc-tiny-l{λ} checkpoints each phase starts from (default: the bundled ones)."),
     scratch: bool = typer.Option(False, "--scratch", help="Start from random weights (needs --joint)."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
@@ -310,8 +330,9 @@ def train_cdc_cmd(
     except ValueError:
         _fail(f"--lambdas takes comma-separated numbers, got {lambdas!r}")
     cfg = CDCJobConfig(lambdas=lambda_values, steps=steps, crop=crop, batch=batch, lr=lr, joint=joint,
-                       threads=threads, val_every=val_every,
+                       threads=threads, val_every=val_every, device=device,
                        init_dir="" if scratch else str(init_dir or WEIGHTS_DIR))
+    _check_device(device)
     try:
         train_cdc(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
                   log=lambda msg: console.print(msg, highlight=False, markup=False))
@@ -335,6 +356,7 @@ def train_hific_cmd(
     threads: int = typer.Option(2, "--threads"),
     val_every: int = typer.Option(1000, "--val-every"),
     arch: str = typer.Option("tiny", "--arch", help="tiny or full (NeuralCompression size)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the autoencoder's transforms and the discriminator; validation runs there too)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job's base phase from this HiFiC checkpoint."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: bool = typer.Option(False, "--export", help="Do not train: write every finished target as a bundled checkpoint."),
@@ -366,7 +388,9 @@ def train_hific_cmd(
         _fail(f"--targets takes comma-separated bpp values, e.g. 0.15,0.3; got {targets!r}")
     cfg = HiFiCJobConfig(targets=target_values, crop=crop, batch=batch,
                          base_lambda=base_lambda, base_steps=base_steps, rate_steps=rate_steps, gan_steps=gan_steps,
-                         lr=lr, threads=threads, val_every=val_every, arch=arch, init=str(init) if init else "")
+                         lr=lr, threads=threads, val_every=val_every, arch=arch, device=device,
+                         init=str(init) if init else "")
+    _check_device(device)
     try:
         train_hific(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
                     log=lambda msg: console.print(msg, highlight=False, markup=False))
@@ -392,13 +416,26 @@ def train_corrdiff_cmd(
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: Optional[str] = typer.Option(None, "--export", help="Do not train: write the job's EMA weights as this bundled checkpoint label."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/corrdiff)."),
+    adopt_compressor: Optional[Path] = typer.Option(None, "--adopt-compressor", help="Do not train: point the bundled score net (or --init) at --compressor, which must be this file (its compressor before `train autoencoder --add-lambdas`) grown by rate levels."),
 ) -> None:
     """Stage 2 of CorrDiff: the score network on the frozen hyperprior (compressor + D), as a resumable job.
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
-    from rdp_bench.training.corrdiff import HYPERPRIOR_CHECKPOINT, ScoreJobConfig, export_score, train_score
+    from rdp_bench.training.corrdiff import (HYPERPRIOR_CHECKPOINT, ScoreJobConfig, adopt_grown_compressor,
+                                             export_score, train_score)
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
+    if adopt_compressor:
+        from rdp_bench.codecs.corrdiff import DEFAULT_CHECKPOINT, WEIGHTS_DIR
+
+        score = init or WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.safetensors"
+        try:
+            manifest = adopt_grown_compressor(score, adopt_compressor, compressor or HYPERPRIOR_CHECKPOINT)
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            _fail(str(exc))
+        console.print(f"{score.name} now uses {manifest['compressor']['file']}: rate levels "
+                      f"{manifest['compressor']['lambdas']} (trained on {manifest['compressor']['trained_lambdas']})")
+        return
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
     if export:
         if not (folder / "state.pt").is_file():
@@ -416,8 +453,7 @@ def train_corrdiff_cmd(
     cfg = ScoreJobConfig(widths=width_values, crop=crop, batch=batch, lr=lr, max_steps=max_steps, threads=threads,
                          val_every=val_every, device=device, compressor=str(compressor or HYPERPRIOR_CHECKPOINT),
                          init=str(init) if init else "")
-    if device.startswith("cuda") and not __import__("torch").cuda.is_available():
-        _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    _check_device(device)
     try:
         train_score(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,
                     log=lambda msg: console.print(msg, highlight=False, markup=False))

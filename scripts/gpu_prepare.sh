@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Run HERE (not on the device) once before scripts/gpu_train.sh: packs what the GPU run needs into ignored
-# folders that travel with `carry`: .traindata/photos (the training and validation photos as lossless WebP,
-# ~30 MB, so the working tree stays under the device's 64 MiB) and .whl (compressai and pytorch-msssim for
-# the device's Python 3.12, which has torch but not these).
+# Run HERE (not on the device) once before scripts/gpu_train.sh or scripts/gpu_bench_decode.sh: packs what
+# the GPU runs need into ignored folders that travel with `carry`: .traindata/photos (the training and
+# validation photos as lossless WebP, ~30 MB, so the working tree stays under the device's 64 MiB) and .whl
+# (compressai and pytorch-msssim for the device's Python 3.12, which has torch but not these).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .git/info && grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude

@@ -296,6 +296,48 @@ def test_a_score_net_refuses_another_compressor(micro_weights, tmp_path, photo):
         _codec("corrdiff", tmp_path / "micro-score.safetensors").encode([photo(40, 45)], 0)
 
 
+def test_a_score_net_adopts_its_compressor_grown_by_levels_and_nothing_else(micro_weights, tmp_path, photo):
+    import json
+    import shutil
+
+    from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest, save_checkpoint
+    from rdp_bench.codecs.gained_hyperprior import GainedMeanScaleHyperprior, with_levels
+    from rdp_bench.training.corrdiff import adopt_grown_compressor
+
+    for f in micro_weights.parent.glob("micro-*"):
+        shutil.copy(f, tmp_path / f.name)
+    score, compressor = tmp_path / "micro-score.safetensors", tmp_path / "micro-hyperprior.safetensors"
+    previous = shutil.copy(compressor, tmp_path / "previous.safetensors")
+    old_codec = _codec("corrdiff", score)
+    old_image = old_codec.decode(old_codec.encode([photo(40, 45)], 1))[0]
+    hp = _micro_compressor()
+    hp.load_state_dict(load_state_dict(compressor))
+    config = read_manifest(compressor)["config"]
+
+    def save(model: GainedMeanScaleHyperprior, path) -> None:
+        save_checkpoint(model.state_dict(), path, {"codec": "gained-hyperprior", "config": model.config.to_dict()})
+
+    touched = with_levels(hp, [0.0005])
+    with torch.no_grad():
+        touched.gain[2] += 1  # an old level's row moved
+    save(touched, compressor)
+    with pytest.raises(ValueError, match="changed gain"):
+        adopt_grown_compressor(score, previous, compressor)
+    with pytest.raises(ValueError, match="not the compressor"):
+        adopt_grown_compressor(score, tmp_path / "micro-hyperprior.safetensors", compressor)
+    save(with_levels(hp, [0.0005]), compressor)
+    manifest = adopt_grown_compressor(score, previous, compressor)
+    assert manifest["compressor"]["lambdas"] == [0.0005, *config["lambdas"]]
+    assert manifest["compressor"]["trained_lambdas"] == config["lambdas"]
+    assert json.loads(score.with_suffix(".json").read_text()) == manifest
+    new_codec = _codec("corrdiff", score)
+    assert [p.label for p in new_codec.rate_points()] == ["q1", "q2", "q3"]
+    # the old level, one rate point up now, gives the same image
+    assert torch.equal(new_codec.decode(new_codec.encode([photo(40, 45)], 2))[0], old_image)
+    with pytest.raises(ValueError, match="already uses"):
+        adopt_grown_compressor(score, previous, compressor)
+
+
 def test_missing_weights_at_decode_are_reported_as_such_not_as_a_bad_stream(micro_weights, tmp_path, photo):
     from rdp_bench.codecs.base import CodecUnavailable
 

@@ -427,7 +427,8 @@ def test_cli_mistakes_are_one_line_exit_2_and_leave_no_run_folder(tmp_path):
     assert not marker.exists() and not out.exists()  # nothing executed; the folder this run made is gone
 
 
-@pytest.mark.parametrize("command, option", [("cdc", "--lambdas"), ("hific", "--targets")])
+@pytest.mark.parametrize("command, option", [("cdc", "--lambdas"), ("hific", "--targets"),
+                                             ("autoencoder", "--add-lambdas")])
 def test_training_number_lists_that_are_not_numbers_are_one_line_and_start_no_job(tmp_path, command, option):
     from typer.testing import CliRunner
 
@@ -436,6 +437,39 @@ def test_training_number_lists_that_are_not_numbers_are_one_line_and_start_no_jo
     jobs = tmp_path / "jobs"
     line = _one_error_line(CliRunner().invoke(app, ["train", command, "--jobs-dir", str(jobs), option, "0.1,abc"]))
     assert option in line and "'0.1,abc'" in line and not jobs.exists()
+
+
+def test_add_lambdas_without_init_or_at_an_existing_level_is_one_line_and_starts_no_job(tmp_path):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+    from rdp_bench.codecs.checkpoints import save_checkpoint
+    from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig, GainedMeanScaleHyperprior
+
+    config = GainedHyperpriorConfig(N=8, M=12, lambdas=(0.005, 0.05))
+    parent = save_checkpoint(GainedMeanScaleHyperprior(config).state_dict(), tmp_path / "hp.safetensors",
+                             {"codec": "gained-hyperprior", "config": config.to_dict()})
+    jobs = tmp_path / "jobs"
+    train = ["train", "autoencoder", "--jobs-dir", str(jobs), "--N", "8", "--M", "12", "--add-lambdas"]
+    assert "--init" in _one_error_line(CliRunner().invoke(app, [*train, "0.001"]))
+    line = _one_error_line(CliRunner().invoke(app, [*train, "0.001,0.05", "--init", str(parent)]))
+    assert "0.05 is already a rate level" in line
+    assert not jobs.exists()
+
+
+def test_adopt_compressor_of_another_file_is_one_line_and_changes_no_manifest(tmp_path):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+    from rdp_bench.codecs.corrdiff import DEFAULT_CHECKPOINT, WEIGHTS_DIR
+
+    manifest = (WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.json").read_bytes()
+    stranger = tmp_path / "stranger.safetensors"
+    stranger.write_bytes(b"not the compressor")
+    line = _one_error_line(CliRunner().invoke(app, ["train", "corrdiff", "--adopt-compressor", str(stranger)]))
+    # before the bundled compressor is grown it is the score net's own; after, the stranger is refused by its sha256
+    assert "already uses" in line or ("not the compressor" in line and "stranger" in line)
+    assert (WEIGHTS_DIR / f"{DEFAULT_CHECKPOINT}.json").read_bytes() == manifest
 
 
 # --- runtime errors mid-run -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -152,6 +153,95 @@ def test_training_job_refuses_other_settings_and_exports(job_photos, tmp_path):
     assert child_training["warm_start"]["sha256"] == overwritten["sha256"]
     assert child_training["steps"] == 3 and child_training["total_steps"] == 9
     assert child_training["total_cpu_hours"] >= training["cpu_hours"]
+
+
+def _coding_model(config: GainedHyperpriorConfig) -> GainedMeanScaleHyperprior:
+    """A random model whose latents span quantisation bins at every level (at init nearly all of them round to
+    their means, and every level costs the same)."""
+    torch.manual_seed(0)
+    model = GainedMeanScaleHyperprior(config).eval()
+    with torch.no_grad():
+        model.gain.mul_(10)
+        model.inv_gain.div_(10)
+    return model
+
+
+def test_with_levels_places_new_levels_by_rate_and_keeps_the_old_ones():
+    from rdp_bench.codecs.gained_hyperprior import with_levels
+
+    model = _coding_model(SMALL)
+    grown = with_levels(model, [0.02, 0.0005])
+    assert grown.config.lambdas == (0.0005, 0.002, 0.01, 0.02, 0.05)
+    new = grown.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(new[key][[1, 2, 4]] if key in ("gain", "inv_gain") else new[key], value), key
+    # geometric in λ: 0.02 lies log(2)/log(5) of the way from 0.01 to 0.05
+    t = math.log(2) / math.log(5)
+    assert torch.allclose(grown.gain[3].abs(), model.gain[1].abs() ** (1 - t) * model.gain[2].abs() ** t)
+    x = _image(128, 128)[None]
+    with torch.no_grad():
+        bits = [sum(-torch.log2(lk).sum() for lk in grown(x, torch.tensor([lv]))["likelihoods"].values()).item()
+                for lv in range(5)]
+    assert all(low < high for low, high in zip(bits, bits[1:]))  # the extrapolated level too
+    with pytest.raises(ValueError, match="already a rate level"):
+        with_levels(model, [0.01])
+    with pytest.raises(ValueError, match="positive"):
+        with_levels(model, [0.0])
+
+
+def test_gains_only_job_adds_a_level_and_leaves_every_old_one_bit_identical(job_photos, tmp_path):
+    import json
+
+    from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest
+    from rdp_bench.codecs.gained_hyperprior import with_levels
+    from rdp_bench.training.hyperprior import export_autoencoder, job_lambdas, train_autoencoder
+    from rdp_bench.training.job import CsvLog, JobMismatch
+
+    quiet = lambda msg: None  # noqa: E731
+    config = GainedHyperpriorConfig(N=8, M=12, lambdas=(0.005, 0.05))
+    parent = save_checkpoint(_coding_model(config).state_dict(), tmp_path / "parent.safetensors",
+                             {"codec": "gained-hyperprior", "config": config.to_dict()})
+    reference = GainedMeanScaleHyperprior(config)
+    reference.load_state_dict(load_state_dict(parent))
+    grow = _tiny_job(init=str(parent), add_lambdas=(0.001,))
+    straight = train_autoencoder(grow, "straight", tmp_path, photos_dir=job_photos, log=quiet)
+    train_autoencoder(grow, "resumed", tmp_path, photos_dir=job_photos, until_step=3, log=quiet)
+    resumed = train_autoencoder(grow, "resumed", tmp_path, photos_dir=job_photos, log=quiet)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(resumed / "state.pt", weights_only=True)
+    assert all(torch.equal(a[part][k], b[part][k]) for part in ("model", "ema") for k in a[part])
+    assert json.loads((straight / "config.json").read_text())["add_lambdas"] == [0.001]
+    with pytest.raises(JobMismatch, match="add_lambdas"):
+        train_autoencoder(_tiny_job(init=str(parent), add_lambdas=(0.002,)), "straight", tmp_path, log=quiet)
+    assert {r["level"] for r in CsvLog(straight / "val.csv").rows()} == {"0", "1"}  # the new level and its neighbour
+
+    def old_part(key: str, value: torch.Tensor) -> torch.Tensor:
+        return value[1:] if key in ("gain", "inv_gain") else value
+
+    for key, value in reference.state_dict().items():  # float32, in the job's weights and its EMA
+        assert torch.equal(old_part(key, a["model"][key]), value) and torch.equal(old_part(key, a["ema"][key]), value)
+    assert not torch.equal(a["model"]["gain"][0], with_levels(reference, [0.001]).gain[0])  # the new row trained
+    child = export_autoencoder(straight, tmp_path / "w", "hp-grown")
+    exported = load_state_dict(child)
+    for key, value in load_state_dict(parent).items():  # as stored: fp16
+        assert torch.equal(old_part(key, exported[key]), value), key
+    training = read_manifest(child)["training"]
+    assert read_manifest(child)["config"]["lambdas"] == [0.001, 0.005, 0.05]
+    assert training["added_levels"]["lambdas"] == [0.001] and training["added_levels"]["levels"] == [0]
+    assert training["steps"] == 6 and training["warm_start"]["sha256"] == read_manifest(parent)["sha256"]
+    # the CLI's levels: a new job's are its init's, a resumed job's those it recorded
+    assert job_lambdas(tmp_path / "next", str(child)) == (0.001, 0.005, 0.05)
+    assert job_lambdas(straight, str(child)) == (0.005, 0.05)
+    # the old levels' streams, now one rate point up, carry the same coded bits and decode to the same image
+    img = _image(128, 192)
+    old_codec, new_codec = Hyperprior(device="cpu", checkpoint=parent), Hyperprior(device="cpu", checkpoint=child)
+    old_streams = [old_codec.encode([img], q)[0] for q in ("q1", "q2")]
+    for old_stream, q in zip(old_streams, ("q2", "q3")):
+        new_stream = new_codec.encode([img], q)[0]
+        assert new_codec.own_payload(new_stream) == old_codec.own_payload(old_stream)
+        assert torch.equal(new_codec.decode([new_stream])[0], old_codec.decode([old_stream])[0])
+    low = new_codec.encode([img], "q1")[0]
+    assert len(new_codec.own_payload(low)) < len(old_codec.own_payload(old_streams[0]))
 
 
 def test_fp16_checkpoints_keep_the_architecture_constants(tmp_path):

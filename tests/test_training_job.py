@@ -50,3 +50,18 @@ def test_training_defaults_are_the_rate_tables_points():
     assert sorted(CDCJobConfig().lambdas) == sorted(e.params["lambda"] for e in CDC_TABLE)
     assert CDCJobConfig().lambdas[0] == max(CDCJobConfig().lambdas)  # lowest rate first
     assert list(HiFiCJobConfig().targets) == sorted(e.params["target_bpp"] for e in HIFIC_TABLE)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("command", ["autoencoder", "corrdiff", "hific", "cdc"])
+def test_training_on_cuda_without_a_gpu_is_one_line_and_starts_no_job(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    jobs = tmp_path / "jobs"
+    result = CliRunner().invoke(app, ["train", command, "--jobs-dir", str(jobs), "--device", "cuda"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "no CUDA GPU" in lines[0], result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert not jobs.exists()

@@ -15,8 +15,11 @@ Training uses noise for the rate terms and straight-through rounding for what th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import bisect
+import copy
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
 
 import torch
 from compressai.models import MeanScaleHyperprior
@@ -95,6 +98,41 @@ class GainedMeanScaleHyperprior(MeanScaleHyperprior):
 
     def lambdas_for(self, level: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.config.lambdas, dtype=torch.float32, device=level.device)[level]
+
+
+def with_levels(model: GainedMeanScaleHyperprior, new_lambdas: Sequence[float]) -> GainedMeanScaleHyperprior:
+    """A copy of ``model`` with rate levels added at ``new_lambdas``: the levels stay in ascending λ (= rate), every
+    weight of the existing levels is copied unchanged, and a new level's gain and inv_gain rows start log-linear in
+    log λ through the two nearest existing levels (interpolated between them, extrapolated beyond the ends)."""
+    old = model.config.lambdas
+    added = sorted({float(v) for v in new_lambdas})
+    if not all(0 < v < math.inf for v in added):
+        raise ValueError(f"rate levels need a positive λ, got {added}")
+    present = [v for v in added if v in old]
+    if present:
+        raise ValueError(f"λ {', '.join(map(str, present))} is already a rate level (the model has {list(old)})")
+    if len(old) < 2:
+        raise ValueError("placing a new level needs two existing ones to interpolate from")
+    lambdas = tuple(sorted((*old, *added)))
+    grown = copy.deepcopy(model)
+    grown.config = replace(model.config, lambdas=lambdas)
+    grown.gain = nn.Parameter(_rows_at(model.gain.detach(), old, lambdas))
+    grown.inv_gain = nn.Parameter(_rows_at(model.inv_gain.detach(), old, lambdas))
+    return grown
+
+
+def _rows_at(rows: torch.Tensor, old: tuple[float, ...], lambdas: tuple[float, ...]) -> torch.Tensor:
+    """``rows`` (one per λ of ``old``) at ``lambdas``: the old ones copied, new ones log-linear in log λ."""
+    log_rows = rows.abs().double().log()
+    out = []
+    for lam in lambdas:
+        if lam in old:
+            out.append(rows[old.index(lam)].clone())
+            continue
+        hi = min(max(bisect.bisect(old, lam), 1), len(old) - 1)
+        t = (math.log(lam) - math.log(old[hi - 1])) / (math.log(old[hi]) - math.log(old[hi - 1]))
+        out.append(torch.lerp(log_rows[hi - 1], log_rows[hi], t).exp().to(rows.dtype))
+    return torch.stack(out)
 
 
 class GainedParts(HyperpriorParts):

@@ -198,21 +198,25 @@ class HiFiCAutoencoder(CompressionModel):
 
     # --- training ------------------------------------------------------------------------------
     def forward(self, image: torch.Tensor, decoder_noise: bool = False) -> HiFiCForward:
-        latent = self.encoder(image)
-        hyper = self.hyper_analysis(latent)
-        hyper_noisy, hyper_lik = self.hyper_bottleneck(hyper)
-        means = self.hyper_synthesis_mean(hyper_noisy)
-        scales = self.hyper_synthesis_scale(hyper_noisy)
-        latent_noisy, latent_lik = self.latent_bottleneck(latent, scales, means=means)
-        if self.training and decoder_noise:
-            # pretraining: the generator sees the noisy latent (CompressAI's practice). Rounded latents of an
-            # untrained encoder are all zero, and the tiny model then only learns the mean colour.
-            latent_hat = latent_noisy
-        elif self.training:  # the generator sees rounded latents (straight-through), as it will at test time
-            latent_hat = quantize_ste(latent - means) + means
-        else:
-            latent_hat = torch.round(latent - means) + means
-        return HiFiCForward(self.decoder(latent_hat), latent_hat, latent_lik, hyper_lik)
+        # Under bf16 autocast (GPU training) the transforms run in bf16; the entropy models and the rounding
+        # stay in float32, where the likelihood tails keep their precision.
+        latent = self.encoder(image).float()
+        hyper = self.hyper_analysis(latent).float()
+        with torch.autocast(image.device.type, enabled=False):
+            hyper_noisy, hyper_lik = self.hyper_bottleneck(hyper)
+        means = self.hyper_synthesis_mean(hyper_noisy).float()
+        scales = self.hyper_synthesis_scale(hyper_noisy).float()
+        with torch.autocast(image.device.type, enabled=False):
+            latent_noisy, latent_lik = self.latent_bottleneck(latent, scales, means=means)
+            if self.training and decoder_noise:
+                # pretraining: the generator sees the noisy latent (CompressAI's practice). Rounded latents of an
+                # untrained encoder are all zero, and the tiny model then only learns the mean colour.
+                latent_hat = latent_noisy
+            elif self.training:  # the generator sees rounded latents (straight-through), as it will at test time
+                latent_hat = quantize_ste(latent - means) + means
+            else:
+                latent_hat = torch.round(latent - means) + means
+        return HiFiCForward(self.decoder(latent_hat).float(), latent_hat, latent_lik, hyper_lik)
 
     def aux_loss(self) -> torch.Tensor:  # CompressAI's quantile loss for the factorized prior
         return self.hyper_bottleneck.loss()

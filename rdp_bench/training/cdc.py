@@ -35,7 +35,8 @@ from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_mani
 from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, load_cdc_weights
 from rdp_bench.codecs.zoo.cdc import TABLE as CDC_TABLE
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save,
-                                    ema_update, job_data, open_job, plot_curves, resume_clock, StepRecorder)
+                                    ema_update, gpu_autocast, job_data, open_job, plot_curves, resume_clock,
+                                    StepRecorder)
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
 #: the bundled rate weights λ (their owner is the rate table), largest λ (lowest rate) first
@@ -131,14 +132,16 @@ def decode(model: CDCModel, x: torch.Tensor, steps: int, seed: int, gamma: float
 
 @torch.no_grad()
 def validate(model: CDCModel, images: list[torch.Tensor], steps: int, kid: Callable | None = None) -> dict[str, float]:
-    """Estimated bpp, PSNR and MS-SSIM (8-bit output) of the codec's decode of the validation images."""
+    """Estimated bpp, PSNR and MS-SSIM (8-bit output) of the codec's decode of the validation images, decoded on
+    the model's device."""
     from pytorch_msssim import ms_ssim
 
     model.eval()
+    device = next(model.parameters()).device
     bpps, psnrs, msssims, recs = [], [], [], []
     for i, x in enumerate(images):
-        x_hat, bpp = decode(model, x, steps, seed=i)
-        x_hat = x_hat.mul(255).round().div(255)
+        x_hat, bpp = decode(model, x.to(device), steps, seed=i)
+        x_hat = x_hat.mul(255).round().div(255).cpu()
         bpps.append(bpp.item())
         psnrs.append(10 * math.log10(1 / max(F.mse_loss(x_hat, x).item(), 1e-10)))
         msssims.append(ms_ssim(x_hat, x, data_range=1.0).item())
@@ -153,15 +156,15 @@ class _Phase:
     """Model, EMA and optimizer of one λ; rebuilt from the state on a resume."""
 
     def __init__(self, cfg: CDCJobConfig, index: int, name: str, lam: float) -> None:
-        self.name, self.lam = name, lam
+        self.name, self.lam, self.device = name, lam, torch.device(cfg.device)
         with torch.random.fork_rng(devices=[]):  # its own seed: a resumed run's restored RNG is not consumed
             torch.manual_seed(cfg.seed * 1000 + index)
             model = CDCModel(cfg.architecture())
         path = init_file(cfg, lam)
-        self.model = load_cdc_weights(model, load_state_dict(path)) if path is not None else model
+        self.model = (load_cdc_weights(model, load_state_dict(path)) if path is not None else model).to(self.device)
         for name_, p in self.model.named_parameters():
             p.requires_grad_(cfg.joint or not name_.startswith(RATE_PATH))
-        self.ema = _cpu(self.model.state_dict())
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
 
@@ -170,7 +173,7 @@ class _Phase:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.ema = state["ema"]
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])
 
     def ema_model(self) -> CDCModel:
@@ -183,7 +186,8 @@ def _train_step(cfg: CDCJobConfig, phase: _Phase, x: torch.Tensor, lr: float) ->
     phase.model.train()
     for group in phase.opt.param_groups:
         group["lr"] = lr
-    loss, parts = phase.model.training_loss(x * 2 - 1, phase.lam if cfg.joint else 0.0)
+    with gpu_autocast(x):
+        loss, parts = phase.model.training_loss(x * 2 - 1, phase.lam if cfg.joint else 0.0)
     phase.opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
@@ -269,7 +273,7 @@ def train_cdc(cfg: CDCJobConfig, job: str = "cdc", jobs_dir: Path = DEFAULT_JOBS
                 state = None
             in_phase = step - starts[index]
             lr = cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)
-            parts = _train_step(cfg, phase, data.sample(cfg.batch), lr)
+            parts = _train_step(cfg, phase, data.sample(cfg.batch).to(cfg.device, non_blocking=True), lr)
             if parts is None:
                 recorder.skip()
                 continue

@@ -25,8 +25,8 @@ import torch
 
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
-                                    atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
-                                    warm_start_lineage, StepRecorder)
+                                    atomic_torch_save, ema_update, gpu_autocast, open_job, plot_curves,
+                                    record_parent, warm_start_lineage, StepRecorder)
 
 HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
                          / "hyperprior-vr-n64m128.safetensors")
@@ -205,7 +205,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
             x = data.sample(cfg.batch).to(device, non_blocking=True)
             level = torch.randint(0, levels, (cfg.batch,)).to(device)
             decoded = decode_latents(compressor, x, level)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            with gpu_autocast(x):
                 loss, parts = net.training_loss(x * 2 - 1, decoded)
             opt.zero_grad()
             loss.backward()
@@ -287,4 +287,39 @@ def export_score(job_dir: Path, out: Path, label: str) -> Path:
     return save_checkpoint(net.state_dict(), Path(out) / f"{label}.safetensors", manifest)
 
 
-__all__ = ["ScoreJobConfig", "export_score", "load_compressor", "train_score", "validate"]
+def adopt_grown_compressor(score_path: Path, previous: Path, compressor_path: Path = HYPERPRIOR_CHECKPOINT
+                           ) -> dict[str, Any]:
+    """Point a score network's manifest at ``compressor_path`` when it is the network's own compressor (the file
+    ``previous``, e.g. taken from git) grown by ``train autoencoder --add-lambdas``: new rate levels, every old
+    weight bit-identical, so the codec serves the new levels. The weights decide, not the manifests: every tensor
+    but the gains must equal the old compressor's, and so must the gain rows of the old levels. Returns the new
+    manifest (also written beside the score file)."""
+    import json
+
+    from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, manifest_path, read_manifest
+
+    score_manifest = read_manifest(score_path)
+    old_entry, new = score_manifest["compressor"], read_manifest(compressor_path)
+    if new["sha256"] == old_entry["sha256"]:
+        raise ValueError(f"{Path(score_path).name} already uses {Path(compressor_path).name}")
+    if file_sha256(previous) != old_entry["sha256"]:
+        raise ValueError(f"{previous} is not the compressor {Path(score_path).name} was trained on "
+                         f"(sha256 {old_entry['sha256'][:12]}…)")
+    old_weights, new_weights = load_state_dict(previous, dtype=None), load_state_dict(compressor_path, dtype=None)
+    lambdas = new["config"]["lambdas"]
+    if not set(old_entry["lambdas"]) <= set(lambdas):
+        raise ValueError(f"{Path(compressor_path).name} lacks rate levels of the old compressor: {old_entry['lambdas']}")
+    old_levels = [lambdas.index(lam) for lam in old_entry["lambdas"]]
+    for key, value in old_weights.items():
+        grown = new_weights[key][old_levels] if key in ("gain", "inv_gain") else new_weights.get(key)
+        if grown is None or grown.shape != value.shape or not torch.equal(grown, value):
+            raise ValueError(f"{Path(compressor_path).name} changed {key} of the old levels: train the score "
+                             "network on it instead")
+    score_manifest["compressor"] = {"file": new["file"], "sha256": new["sha256"], "lambdas": lambdas,
+                                    "trained_lambdas": old_entry.get("trained_lambdas", old_entry["lambdas"]),
+                                    "previous": old_entry}
+    manifest_path(score_path).write_text(json.dumps(score_manifest, indent=2) + "\n")
+    return score_manifest
+
+
+__all__ = ["ScoreJobConfig", "adopt_grown_compressor", "export_score", "load_compressor", "train_score", "validate"]

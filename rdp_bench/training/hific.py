@@ -36,8 +36,8 @@ from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
 from rdp_bench.codecs.zoo.hific import TABLE as HIFIC_TABLE
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
-                                    atomic_torch_save, ema_update, open_job, plot_curves, record_parent,
-                                    warm_start_lineage, StepRecorder)
+                                    atomic_torch_save, ema_update, gpu_autocast, open_job, plot_curves,
+                                    record_parent, warm_start_lineage, StepRecorder)
 
 K_M = 0.075 * 2**-5
 K_P = 1.0
@@ -103,8 +103,8 @@ class HiFiCJobConfig:
 
 # --- perceptual term -----------------------------------------------------------------------------
 
-def perceptual_loss() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """LPIPS(alex) when its verified weights are already on disk; else 1 - MS-SSIM. Never downloads.
+def perceptual_loss(device: str = "cpu") -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """LPIPS(alex) (on ``device``) when its verified weights are already on disk; else 1 - MS-SSIM. Never downloads.
 
     The AlexNet file is found and sha256-checked like the lpips metric's (``metrics.weights``), and handed
     to lpips directly, so lpips never asks torchvision for (or loads an unchecked cached) backbone."""
@@ -114,7 +114,7 @@ def perceptual_loss() -> tuple[str, Callable[[torch.Tensor, torch.Tensor], torch
 
         path, _ = find_weights(ALEXNET)
         if path is not None and lpips_linear_weights("alex").is_file():
-            net = build_lpips("alex", path)
+            net = build_lpips("alex", path).to(device)
             return "lpips-alex", lambda x, y: net(x * 2 - 1, y * 2 - 1).mean()
     except Exception:  # noqa: BLE001 - any failure means LPIPS is not usable here
         pass
@@ -159,14 +159,16 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def validate(model: HiFiCAutoencoder, images: list[torch.Tensor], kid: Callable | None = None) -> dict[str, float]:
-    """Estimated bpp, PSNR and MS-SSIM (8-bit output) on the validation crops; KID when ``kid`` is given."""
+    """Estimated bpp, PSNR and MS-SSIM (8-bit output) on the validation crops, run on the model's device; KID when
+    ``kid`` is given."""
     from pytorch_msssim import ms_ssim
 
     model.eval()
+    device = next(model.parameters()).device
     bpps, psnrs, msssims, recs = [], [], [], []
     for x in images:
-        out = model(x)
-        x_hat = out.reconstruction.clamp(0, 1).mul(255).round().div(255)
+        out = model(x.to(device))
+        x_hat = out.reconstruction.clamp(0, 1).mul(255).round().div(255).cpu()
         bpps.append(out.bits().item() / (x.shape[-2] * x.shape[-1]))
         psnrs.append(10 * math.log10(1 / max(F.mse_loss(x_hat, x).item(), 1e-10)))
         msssims.append(ms_ssim(x_hat, x, data_range=1.0).item())
@@ -190,13 +192,15 @@ class _Phase:
             disc = ConditionalDiscriminator(cfg.architecture().latent_features) if name.startswith("gan") else None
         if start is not None:
             self.model.load_state_dict(start)
-        self.ema = _cpu(self.model.state_dict())
+        self.device = torch.device(cfg.device)
+        self.model.to(self.device)
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         main = [p for n, p in self.model.named_parameters() if not n.endswith("quantiles")]
         aux = [p for n, p in self.model.named_parameters() if n.endswith("quantiles")]
         self.main = main
         self.opt = torch.optim.Adam(main, lr=cfg.lr if target is None else cfg.finetune_lr)
         self.opt_aux = torch.optim.Adam(aux, lr=1e-3)
-        self.disc = disc
+        self.disc = disc.to(self.device) if disc is not None else None
         self.disc_opt = (torch.optim.Adam(self.disc.parameters(), lr=cfg.finetune_lr, betas=(0.5, 0.9))
                          if self.disc is not None else None)
 
@@ -209,7 +213,7 @@ class _Phase:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.ema = state["ema"]
+        self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         self.opt.load_state_dict(state["opt"])
         self.opt_aux.load_state_dict(state["opt_aux"])
         if self.disc is not None:
@@ -229,7 +233,8 @@ def _train_step(cfg: HiFiCJobConfig, phase: _Phase, x: torch.Tensor, lr: float,
     model.train()
     for group in phase.opt.param_groups:
         group["lr"] = lr
-    out = model(x, decoder_noise=target is None and cfg.base_quantization == "noise")
+    with gpu_autocast(x):
+        out = model(x, decoder_noise=target is None and cfg.base_quantization == "noise")
     bpp = _bpp(out, x.shape[-2] * x.shape[-1])
     lam_a, lam_b = lambdas_for(target) if target is not None else (cfg.base_lambda, cfg.base_lambda)
     lam = lam_a if target is None or bpp.item() > target else lam_b
@@ -241,7 +246,9 @@ def _train_step(cfg: HiFiCJobConfig, phase: _Phase, x: torch.Tensor, lr: float,
         loss = loss + K_P * perc
         parts["perceptual"] = perc.item()
     if phase.disc is not None:
-        g_adv = F.softplus(-phase.disc(out.reconstruction, out.latent.detach())).mean()  # non-saturating
+        with gpu_autocast(x):
+            logits = phase.disc(out.reconstruction, out.latent.detach())
+        g_adv = F.softplus(-logits.float()).mean()  # non-saturating
         loss = loss + BETA * g_adv
         parts["gan_g"] = g_adv.item()
     phase.opt.zero_grad(set_to_none=True)
@@ -256,8 +263,9 @@ def _train_step(cfg: HiFiCJobConfig, phase: _Phase, x: torch.Tensor, lr: float,
     phase.opt_aux.step()
     if phase.disc is not None:
         y_hat = out.latent.detach()
-        d_loss = (F.softplus(-phase.disc(x, y_hat)).mean()
-                  + F.softplus(phase.disc(out.reconstruction.detach(), y_hat)).mean())
+        with gpu_autocast(x):  # the real image first: spectral norm's power iteration runs in call order
+            real, fake = phase.disc(x, y_hat), phase.disc(out.reconstruction.detach(), y_hat)
+        d_loss = F.softplus(-real.float()).mean() + F.softplus(fake.float()).mean()
         phase.disc_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         phase.disc_opt.step()
@@ -277,7 +285,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     torch.set_num_threads(cfg.threads)
     train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     torch.manual_seed(cfg.seed)
-    perceptual_name, perceptual = perceptual_loss()
+    perceptual_name, perceptual = perceptual_loss(cfg.device)
     plan = cfg.phases()
     starts = [sum(p[2] for p in plan[:i]) for i in range(len(plan))]  # global step at each phase's start
     step, watch, base, finished, logs = 0, Stopwatch(), None, {}, []
@@ -338,7 +346,7 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                 state = None
             in_phase = step - starts[index]
             lr = (cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)) if target is None else cfg.finetune_lr
-            parts = _train_step(cfg, phase, data.sample(cfg.batch), lr, perceptual)
+            parts = _train_step(cfg, phase, data.sample(cfg.batch).to(cfg.device, non_blocking=True), lr, perceptual)
             if parts is None:
                 recorder.skip()
                 continue

@@ -8,6 +8,9 @@ minimises ``λ_l · 255² · MSE + bpp`` (CompressAI's MSE objective, with its �
 ``rdp-bench train autoencoder`` runs it as a resumable job (``training/job.py``): the same command
 continues a killed or timed-out run from ``state.pt``; ``--export`` writes the EMA weights as a
 bundled fp16 safetensors checkpoint with a manifest.
+
+``--add-lambdas`` grows a trained checkpoint by new rate levels (``with_levels``) and trains only their gain and
+inv_gain rows, drawing only the new levels: every existing level then codes exactly as before.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import copy
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from rdp_bench.codecs.gained_hyperprior import DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior
+from rdp_bench.codecs.gained_hyperprior import (DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior,
+                                                with_levels)
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, KidProbe, Log,
-                                    Stopwatch, atomic_torch_save, ema_update, open_job, plot_curves,
-                                    record_parent, warm_start_lineage, StepRecorder)
+                                    Stopwatch, atomic_torch_save, ema_update, ema_weight, gpu_autocast, open_job,
+                                    plot_curves, record_parent, warm_start_lineage, StepRecorder)
 
 
 @dataclass(frozen=True)
@@ -52,18 +56,55 @@ class AutoencoderJobConfig:
     device: str = "cpu"
     #: bundled checkpoint (safetensors + manifest) whose weights start a new job; "" = from scratch
     init: str = ""
+    #: λ of rate levels added to ``init`` (whose levels are ``lambdas``): a gains-only job that trains just their
+    #: gain and inv_gain rows
+    add_lambdas: tuple[float, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AutoencoderJobConfig":
+        """From a job's ``config.json``."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def model_config(self) -> GainedHyperpriorConfig:
-        return GainedHyperpriorConfig(self.N, self.M, tuple(self.lambdas))
+        lambdas = tuple(sorted({*self.lambdas, *self.add_lambdas})) if self.add_lambdas else tuple(self.lambdas)
+        return GainedHyperpriorConfig(self.N, self.M, lambdas)
+
+    def trained_levels(self) -> list[int]:
+        """The levels the steps draw from: the added ones, or every level."""
+        lambdas = self.model_config().lambdas
+        return [i for i, lam in enumerate(lambdas) if not self.add_lambdas or lam in self.add_lambdas]
+
+    def validation_levels(self) -> list[int]:
+        """Every level; in a gains-only job, the added levels and the existing ones beside them."""
+        levels = self.model_config().levels
+        return sorted({j for i in self.trained_levels() for j in (i - 1, i, i + 1) if 0 <= j < levels}
+                      if self.add_lambdas else range(levels))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lambdas"] = list(self.lambdas)
+        d["add_lambdas"] = list(self.add_lambdas)
+        if not self.add_lambdas:  # the config.json of jobs started before the option still matches
+            del d["add_lambdas"]
         return d
 
 
+def job_lambdas(folder: Path, init: str) -> tuple[float, ...]:
+    """The levels a job starts from (``AutoencoderJobConfig.lambdas``): those its ``config.json`` recorded (on a
+    resume the init file may since have been overwritten by an export), else the init checkpoint's, else the
+    defaults."""
+    import json
+
+    from rdp_bench.codecs.checkpoints import read_manifest
+
+    recorded = Path(folder) / "config.json"
+    if recorded.is_file():
+        return tuple(json.loads(recorded.read_text())["lambdas"])
+    return tuple(read_manifest(init)["config"]["lambdas"]) if init else DEFAULT_LAMBDAS
+
+
 def rate_distortion_loss(model: GainedMeanScaleHyperprior, x: torch.Tensor, level: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+    with gpu_autocast(x):
         out = model(x, level)
     n_pix = x.shape[-2] * x.shape[-1]
     bpp = sum(-torch.log2(lk).sum(dim=(1, 2, 3)) for lk in out["likelihoods"].values()) / n_pix
@@ -103,20 +144,39 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _warm_start(model: GainedMeanScaleHyperprior, path: Path) -> None:
-    """Weights of a bundled checkpoint of the same architecture (fresh optimizer and EMA)."""
+def _warm_start(cfg: AutoencoderJobConfig) -> GainedMeanScaleHyperprior:
+    """The bundled checkpoint ``cfg.init`` (the job's architecture), with ``cfg.add_lambdas``' levels added."""
     from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest
 
-    config = GainedHyperpriorConfig.from_dict(read_manifest(path)["config"])
-    if config != model.config:
-        raise ValueError(f"{path} is a {config} model, the job trains {model.config}")
-    model.load_state_dict(load_state_dict(path))
+    config = GainedHyperpriorConfig.from_dict(read_manifest(cfg.init)["config"])
+    expected = GainedHyperpriorConfig(cfg.N, cfg.M, tuple(cfg.lambdas))
+    if config != expected:
+        raise ValueError(f"{cfg.init} is a {config} model, the job trains {expected}")
+    model = GainedMeanScaleHyperprior(config)
+    model.load_state_dict(load_state_dict(cfg.init))
+    return with_levels(model, cfg.add_lambdas) if cfg.add_lambdas else model
 
 
 def _optimizers(model: GainedMeanScaleHyperprior, cfg: AutoencoderJobConfig):
+    """(main optimizer, aux optimizer or None, the main optimizer's parameters)."""
+    if cfg.add_lambdas:
+        # Gains only: the other levels' rows get exactly zero gradient (they are never drawn), so Adam leaves them
+        # bit-identical; no aux step, so the entropy bottleneck's quantiles stay the parent's too.
+        model.requires_grad_(False)
+        gains = [model.gain.requires_grad_(True), model.inv_gain.requires_grad_(True)]
+        return torch.optim.Adam(gains, lr=cfg.lr), None, gains
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     return torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.lr_aux), main
+
+
+def _ema_rows(ema: dict[str, torch.Tensor], model: GainedMeanScaleHyperprior, levels: list[int], decay: float,
+              step: int) -> None:
+    """A gains-only job's EMA: only the trained rows are averaged, every other weight stays the parent's bit for bit."""
+    d = ema_weight(decay, step)
+    with torch.no_grad():
+        for name in ("gain", "inv_gain"):
+            ema[name][levels] = ema[name][levels] * d + getattr(model, name)[levels] * (1 - d)
 
 
 def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_dir: Path = DEFAULT_JOBS_DIR,
@@ -128,18 +188,23 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     SIGTERM / SIGINT stop it at the next step boundary after saving the state."""
 
     folder = Path(jobs_dir) / job
-    state = open_job(folder, {"stage": "autoencoder", **cfg.to_dict()})
+    if cfg.add_lambdas and not cfg.init:
+        raise ValueError("--add-lambdas adds levels to a trained checkpoint: give it with --init")
     torch.set_num_threads(cfg.threads)
-    train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     torch.manual_seed(cfg.seed)
+    # before open_job, so that a bad --init or --add-lambdas leaves no job folder to refuse the corrected command
+    parent = _warm_start(cfg) if cfg.init and not (folder / "state.pt").is_file() else None
+    state = open_job(folder, {"stage": "autoencoder", **cfg.to_dict()})
+    train_paths, val_paths, data, val_images = job_data(photos_dir, cfg.crop, cfg.seed)
     device = torch.device(cfg.device)
-    model = GainedMeanScaleHyperprior(cfg.model_config())
-    if cfg.init and state is None:
-        _warm_start(model, Path(cfg.init))
+    model = GainedMeanScaleHyperprior(cfg.model_config()) if parent is None else parent
+    if parent is not None:
         record_parent(folder, cfg.init)
-        log(f"[{job}] warm start from {cfg.init}")
+        added = f", levels added at λ {', '.join(map(str, sorted(cfg.add_lambdas)))}" if cfg.add_lambdas else ""
+        log(f"[{job}] warm start from {cfg.init}{added}")
     model.to(device)
     opt, opt_aux, main_params = _optimizers(model, cfg)
+    trained = cfg.trained_levels()
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     step, watch, val_count = 0, Stopwatch(), 0
     train_log, val_log = CsvLog(folder / "train.csv"), CsvLog(folder / "val.csv")
@@ -148,7 +213,8 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
         model.load_state_dict(state["model"])
         ema = {k: v.to(device) for k, v in state["ema"].items()}
         opt.load_state_dict(state["opt"])
-        opt_aux.load_state_dict(state["opt_aux"])
+        if opt_aux is not None:
+            opt_aux.load_state_dict(state["opt_aux"])
         step, val_count = int(state["step"]), int(state["val_count"])
         watch = resume_clock(state, step, data, (train_log, val_log), job, log)
     else:
@@ -156,7 +222,8 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
 
     def save() -> None:
         atomic_torch_save({"model": _cpu(model.state_dict()), "ema": _cpu(ema), "opt": opt.state_dict(),
-                           "opt_aux": opt_aux.state_dict(), "step": step, "val_count": val_count,
+                           "opt_aux": opt_aux.state_dict() if opt_aux is not None else {},
+                           "step": step, "val_count": val_count,
                            "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
                            "data_rng": data.state(), "train_photos": [p.name for p in train_paths],
                            "val_photos": [p.name for p in val_paths]}, folder / "state.pt")
@@ -170,7 +237,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
     deadline = time.time() + minutes * 60 if minutes else math.inf
     last_save = time.time()
     kid_probe: KidProbe | None = None
-    levels = list(range(cfg.model_config().levels))
+    levels = cfg.validation_levels()
     try:
         last = min(cfg.max_steps, until_step) if until_step is not None else cfg.max_steps
         while step < last and not stop["now"] and time.time() < deadline:
@@ -179,7 +246,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
             for group in opt.param_groups:
                 group["lr"] = lr
             x = data.sample(cfg.batch).to(device, non_blocking=True)
-            level = torch.randint(0, len(levels), (cfg.batch,)).to(device)
+            level = torch.tensor(trained)[torch.randint(0, len(trained), (cfg.batch,))].to(device)
             loss, parts = rate_distortion_loss(model, x, level)
             opt.zero_grad()
             loss.backward()
@@ -189,13 +256,19 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
                 recorder.skip()
                 continue
             opt.step()
-            aux = model.aux_loss()
-            opt_aux.zero_grad()
-            aux.backward()
-            opt_aux.step()
+            losses = {"loss": loss.item()}
+            if opt_aux is not None:
+                aux = model.aux_loss()
+                opt_aux.zero_grad()
+                aux.backward()
+                opt_aux.step()
+                losses["loss_aux"] = aux.item()
             step += 1
-            ema_update(ema, model, cfg.ema_decay, step)
-            recorder.record(step, {"loss": loss.item(), "loss_aux": aux.item(), **parts}, watch.cpu_s, lr)
+            if cfg.add_lambdas:
+                _ema_rows(ema, model, trained, cfg.ema_decay, step)
+            else:
+                ema_update(ema, model, cfg.ema_decay, step)
+            recorder.record(step, {**losses, **parts}, watch.cpu_s, lr)
             if step % cfg.val_every == 0:
                 val_count += 1
                 with_kid = cfg.kid_every and val_count % cfg.kid_every == 0
@@ -234,14 +307,22 @@ def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
     from rdp_bench.codecs.checkpoints import save_checkpoint
 
     cfg = json.loads((Path(job_dir) / "config.json").read_text())
+    job_cfg = AutoencoderJobConfig.from_dict(cfg)
     state = torch.load(Path(job_dir) / "state.pt", map_location="cpu", weights_only=True)
     val = [r for r in CsvLog(Path(job_dir) / "val.csv").rows() if int(r["step"]) <= int(state["step"])]
     last_step = max((int(r["step"]) for r in val), default=None)
+    added = {}
+    if job_cfg.add_lambdas:
+        added = {"added_levels": {
+            "lambdas": sorted(job_cfg.add_lambdas), "levels": job_cfg.trained_levels(),
+            "recipe": "gains only: the added levels' gain/inv_gain rows, started log-linear in log lambda from the "
+                      "nearest two levels, trained on those levels alone; every other weight is the parent's"}}
     manifest = {
         "codec": "gained-hyperprior", "label": label,
         "architecture": "CompressAI mbt2018-mean layout + per-level gain/inv_gain (Cui et al. 2021)",
-        "config": {"N": cfg["N"], "M": cfg["M"], "lambdas": cfg["lambdas"]},
-        "objective": "lambda_l*255^2*MSE + bpp per image, level l drawn uniformly per image (CompressAI's lambdas)",
+        "config": job_cfg.model_config().to_dict(),
+        "objective": "lambda_l*255^2*MSE + bpp per image, level l drawn uniformly per image "
+                     + ("among the added levels" if added else "(CompressAI's lambdas)"),
         "training": {
             "steps": int(state["step"]), "cpu_hours": round(float(state["cpu_s"]) / 3600, 3),
             "wall_hours": round(float(state["wall_s"]) / 3600, 3), "device": cfg.get("device", "cpu"),
@@ -251,8 +332,9 @@ def export_autoencoder(job_dir: Path, out: Path, label: str) -> Path:
             "batch": cfg["batch"], "lr": cfg["lr"], "ema_decay": cfg["ema_decay"], "job_config": cfg,
             "last_validation": [r for r in val if last_step is not None and int(r["step"]) == last_step],
             **warm_start_lineage(job_dir, cfg.get("init", ""), int(state["step"]), float(state["cpu_s"]) / 3600),
+            **added,
         },
     }
-    model = GainedMeanScaleHyperprior(GainedHyperpriorConfig.from_dict(manifest["config"]))
+    model = GainedMeanScaleHyperprior(job_cfg.model_config())
     model.load_state_dict(state["ema"])
     return save_checkpoint(model.state_dict(), Path(out) / f"{label}.safetensors", manifest)

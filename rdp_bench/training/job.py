@@ -32,11 +32,27 @@ class JobMismatch(ValueError):
     """The job folder was created with other settings."""
 
 
+def on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (dicts and lists walked) on the CPU: a GPU job's state loads anywhere."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [on_cpu(v) for v in obj]
+    return obj
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
+    torch.save(on_cpu(obj), tmp)
     os.replace(tmp, path)
+
+
+def gpu_autocast(x: torch.Tensor) -> torch.autocast:
+    """bf16 autocast for a job's networks when its batch is on a GPU; off on the CPU, where nothing changes."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
 
 
 #: settings a resumed job may change: how long and how it runs, not what it trains
@@ -168,9 +184,14 @@ def plot_curves(folder: Path, title: str) -> Path | None:
     return out
 
 
+def ema_weight(decay: float, step: int) -> float:
+    """The EMA's decay at ``step``, with the usual warm-up (1 + step) / (10 + step)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
 def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float, step: int) -> None:
-    """EMA of the weights with the usual warm-up, (1 + step) / (10 + step); non-float entries are copied."""
-    d = min(decay, (1 + step) / (10 + step))
+    """EMA of the weights (decay ``ema_weight``); non-float entries are copied."""
+    d = ema_weight(decay, step)
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if v.is_floating_point():

@@ -77,7 +77,11 @@ class CDCModel(nn.Module):
         which only moves the medians). Returns the loss and its parts for logging.
         """
         b = x.shape[0]
-        out = self.context_fn(x)
+        # under a caller's bf16 autocast (GPU training) only the UNet runs in bf16: the compressor, its
+        # likelihoods and the prior's median loss stay float32, where the likelihood tails keep their precision
+        with torch.autocast(x.device.type, enabled=False):
+            out = self.context_fn(x)
+            extra = self.context_fn.extra_loss()
         t = torch.randint(0, self.num_timesteps, (b,), device=x.device)
         noise = torch.randn_like(x)
         sa = self.train_sqrt_alphas_cumprod[t].view(b, 1, 1, 1)
@@ -85,9 +89,8 @@ class CDCModel(nn.Module):
         x_t = sa * x + so * noise
         x0 = self.denoise_fn(x_t, t.float().unsqueeze(-1) / self.num_timesteps, out["context"])
         weight = self.train_snr[t].clamp(max=self.config.loss_weight_max)
-        err = (F.mse_loss(x0, x, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        err = (F.mse_loss(x0.float(), x, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
         bpp = out["bpp"].mean()
-        extra = self.context_fn.extra_loss()
         loss = rate_weight * bpp + err + extra
         return loss, {"loss": loss.item(), "diffusion": err.item(), "bpp": bpp.item(), "median_loss": extra.item()}
 
