@@ -16,5 +16,5 @@ TABLE = check_table("cdc", [
     WeightsEntry(3, "lambda0.0004", "cdc-tiny-l0p0004.safetensors", {"lambda": 0.0004},
                  "dfa8fd3cf12822976bee7b165cb146247b48b0797d499391554e89c9d182557a"),
     WeightsEntry(2, "lambda0.0015", "cdc-tiny-l0p0015.safetensors", {"lambda": 0.0015},
-                 "b5e32b0eb94f3ceb2756674c43b56d2398603f9e67a0c3c974332de544f17fb0"),
+                 "f4f647d9ff068f5d30ab32fa1f907c852dac35d7865e646849b41cca170bab11"),
 ])
