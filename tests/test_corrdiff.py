@@ -454,6 +454,7 @@ def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_code
     from rdp_bench.training.corrdiff import ScoreJobConfig, export_score, train_score
 
     cfg = ScoreJobConfig(widths=(8, 12, 16), crop=64, batch=2, max_steps=4, val_every=1000, kid_every=0,
+                         val_lambdas=(0.002,),
                          compressor=str(micro_weights.parent / "micro-hyperprior.safetensors"))
     quiet = lambda m: None  # noqa: E731
     straight = train_score(cfg, "a", tmp_path, log=quiet)
@@ -490,7 +491,11 @@ def test_score_job_resumes_to_the_same_weights_and_exports_a_checkpoint_the_code
     other = save_checkpoint(hp.state_dict(), tmp_path / "other" / "micro-hyperprior.safetensors",
                             {"codec": "gained-hyperprior", "config": {**hp.config.to_dict(), "lambdas": [0.01, 0.1]}})
     with pytest.raises(ValueError, match="other rate points"):
-        train_score(replace(cfg, init=str(path), compressor=str(other)), "e", tmp_path, until_step=0, log=quiet)
+        train_score(replace(cfg, init=str(path), compressor=str(other), val_lambdas=(0.01,)), "e", tmp_path,
+                    until_step=0, log=quiet)
+    with pytest.raises(ValueError, match="no rate level at every validation λ"):  # checked before any job folder
+        train_score(replace(cfg, compressor=str(other)), "f", tmp_path, until_step=0, log=quiet)
+    assert not (tmp_path / "f").exists()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ Codec variants (same checkpoint, same ŷ stream; only the γ block differs):
 * ``corrdiff-diffusion-only`` -- γ = 0 at every step: a plain DDIM decode; no γ bits.
 * ``corrdiff-e2e``            -- just D(ŷ), no diffusion; no γ bits (the ``hyperprior`` codec's image).
 
-Rate points ``q1``…``q7`` are the hyperprior's gain levels, fixed by the checkpoint's config (a stream's
-rate id never depends on which files are on disk).
+Rate points ``q1``, ``q2``, … are the hyperprior's gain levels in rate order, fixed by the score net's manifest
+(a stream's rate id never depends on which files are on disk); the manifest's ``compressor.trained_lambdas``
+names the levels the score net trained on, where a level was added to the compressor later.
 
 Options (constructor keywords, also ``codec_options`` of a run):
 

@@ -48,8 +48,8 @@ class ScoreJobConfig:
     val_every: int = 1000
     #: KID on every n-th validation; 0 = never
     kid_every: int = 2
-    #: rate levels (0-based) and DDIM steps of the validation decodes
-    val_levels: tuple[int, ...] = (1, 4)
+    #: the compressor's λ of the rate levels validated (by λ, so a level added below keeps them), and DDIM steps
+    val_lambdas: tuple[float, ...] = (0.0018, 0.013)
     val_steps: int = 4
     save_every_s: float = 180.0
     threads: int = 2
@@ -64,7 +64,7 @@ class ScoreJobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["widths"], d["val_levels"] = list(self.widths), list(self.val_levels)
+        d["widths"], d["val_lambdas"] = list(self.widths), list(self.val_lambdas)
         return d
 
 
@@ -143,11 +143,15 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
                 log: Log = print) -> Path:
     """Run (or continue) the job until ``cfg.max_steps`` (or ``until_step``) or ``minutes`` of wall time;
     returns the job folder. SIGTERM / SIGINT stop it at the next step boundary after saving."""
-    from rdp_bench.codecs.checkpoints import file_sha256
+    from rdp_bench.codecs.checkpoints import file_sha256, read_manifest
     from rdp_bench.training.job import KidProbe
 
     folder = Path(jobs_dir) / job
     compressor_path = Path(cfg.compressor)
+    lambdas = read_manifest(compressor_path)["config"]["lambdas"]
+    if not set(cfg.val_lambdas) <= set(lambdas):  # before open_job: a wrong command leaves no job folder
+        raise ValueError(f"the compressor has no rate level at every validation λ {list(cfg.val_lambdas)}: its "
+                         f"levels are {lambdas}")
     state = open_job(folder, {"stage": "corrdiff-score", **cfg.to_dict(),
                               "compressor_sha256": file_sha256(compressor_path)})
     torch.set_num_threads(cfg.threads)
@@ -195,6 +199,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     last_save = time.time()
     kid_probe = None
     levels = compressor.config.levels
+    val_levels = [compressor.config.lambdas.index(lam) for lam in cfg.val_lambdas]
     try:
         last = min(cfg.max_steps, until_step) if until_step is not None else cfg.max_steps
         while step < last and not stop["now"] and time.time() < deadline:
@@ -228,7 +233,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
                         with_kid = False
                 ema_net = copy.deepcopy(net).to("cpu")
                 ema_net.load_state_dict({k: v.cpu() for k, v in ema.items()})
-                rows = validate(ema_net, copy.deepcopy(compressor).to("cpu"), val_images, list(cfg.val_levels),
+                rows = validate(ema_net, copy.deepcopy(compressor).to("cpu"), val_images, val_levels,
                                 cfg.val_steps, kid_probe if with_kid else None)
                 for r in rows:
                     val_log.append({"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), **r})
