@@ -255,8 +255,6 @@ def train_autoencoder_cmd(
     """Stage 1 of CorrDiff: the variable-rate MSE autoencoder (compressor + D), as a resumable job.
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
-    import math
-
     from rdp_bench.training.hyperprior import AutoencoderJobConfig, export_autoencoder, job_lambdas, train_autoencoder
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
@@ -269,14 +267,11 @@ def train_autoencoder_cmd(
         return
     try:
         added = tuple(float(v) for v in _split(add_lambdas))
-        if not all(0 < v < math.inf for v in added):
-            raise ValueError
     except ValueError:
         _fail(f"--add-lambdas takes comma-separated positive numbers, e.g. 0.0004; got {add_lambdas!r}")
     if added and not init:
         _fail("--add-lambdas adds rate levels to a trained checkpoint: give it with --init FILE")
-    if device.startswith("cuda") and not __import__("torch").cuda.is_available():
-        _fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
+    _check_device(device)
     init_file = str(init) if init else ""
     try:
         cfg = AutoencoderJobConfig(N=n, M=m, lambdas=job_lambdas(folder, init_file), crop=crop, batch=batch, lr=lr,
