@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest, save_checkpoint
 from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, load_cdc_weights
 from rdp_bench.codecs.zoo.cdc import TABLE as CDC_TABLE
-from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save,
+from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save, cpu_copy,
                                     ema_update, gpu_autocast, job_data, open_job, plot_curves, resume_clock,
                                     StepRecorder)
 
@@ -112,10 +112,6 @@ def _parents(cfg: CDCJobConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
-
-
 @torch.no_grad()
 def decode(model: CDCModel, x: torch.Tensor, steps: int, seed: int, gamma: float = 0.8) -> torch.Tensor:
     """The ``cdc`` codec's decode of one image in [0, 1] (estimated-rate path, no entropy coding) -> (x̂, bpp)."""
@@ -169,7 +165,7 @@ class _Phase:
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
 
     def state(self) -> dict[str, Any]:
-        return {"model": _cpu(self.model.state_dict()), "ema": _cpu(self.ema), "opt": self.opt.state_dict()}
+        return {"model": cpu_copy(self.model.state_dict()), "ema": cpu_copy(self.ema), "opt": self.opt.state_dict()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -285,7 +281,7 @@ def train_cdc(cfg: CDCJobConfig, job: str = "cdc", jobs_dir: Path = DEFAULT_JOBS
                 validate_row(phase, with_kid=phase_done)
             if phase_done:
                 logs.append({"name": name, "steps": steps, "cpu_seconds": round(watch.cpu_s - phase_cpu0, 1)})
-                finished[f"{lam:g}"] = _cpu(phase.ema)
+                finished[f"{lam:g}"] = cpu_copy(phase.ema)
                 index += 1
             if phase_done or time.time() - last_save > cfg.save_every_s:
                 save(phase, phase_done, phase_cpu0)

@@ -313,7 +313,8 @@ def adopt_grown_compressor(score_path: Path, previous: Path, compressor_path: Pa
     old_weights, new_weights = load_state_dict(previous, dtype=None), load_state_dict(compressor_path, dtype=None)
     lambdas = new["config"]["lambdas"]
     if not set(old_entry["lambdas"]) <= set(lambdas):
-        raise ValueError(f"{Path(compressor_path).name} lacks rate levels of the old compressor: {old_entry['lambdas']}")
+        raise ValueError(f"{Path(compressor_path).name} lacks rate levels of the old compressor: "
+                         f"{old_entry['lambdas']}")
     old_levels = [lambdas.index(lam) for lam in old_entry["lambdas"]]
     for key, value in old_weights.items():
         grown = new_weights[key][old_levels] if key in ("gain", "inv_gain") else new_weights.get(key)

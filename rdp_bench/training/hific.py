@@ -36,7 +36,7 @@ from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
 from rdp_bench.codecs.zoo.hific import TABLE as HIFIC_TABLE
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
-                                    atomic_torch_save, ema_update, gpu_autocast, open_job, plot_curves,
+                                    atomic_torch_save, cpu_copy, ema_update, gpu_autocast, open_job, plot_curves,
                                     record_parent, warm_start_lineage, StepRecorder)
 
 K_M = 0.075 * 2**-5
@@ -153,10 +153,6 @@ def _bpp(out, pixels: int) -> torch.Tensor:
     return out.bits().mean() / pixels
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in state.items()}
-
-
 @torch.no_grad()
 def validate(model: HiFiCAutoencoder, images: list[torch.Tensor], kid: Callable | None = None) -> dict[str, float]:
     """Estimated bpp, PSNR and MS-SSIM (8-bit output) on the validation crops, run on the model's device; KID when
@@ -205,10 +201,10 @@ class _Phase:
                          if self.disc is not None else None)
 
     def state(self) -> dict[str, Any]:
-        out = {"model": _cpu(self.model.state_dict()), "ema": _cpu(self.ema), "opt": self.opt.state_dict(),
+        out = {"model": cpu_copy(self.model.state_dict()), "ema": cpu_copy(self.ema), "opt": self.opt.state_dict(),
                "opt_aux": self.opt_aux.state_dict()}
         if self.disc is not None:
-            out |= {"disc": _cpu(self.disc.state_dict()), "disc_opt": self.disc_opt.state_dict()}
+            out |= {"disc": cpu_copy(self.disc.state_dict()), "disc_opt": self.disc_opt.state_dict()}
         return out
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -359,9 +355,9 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
             if phase_done:
                 logs.append({"name": name, "steps": steps, "cpu_seconds": round(watch.cpu_s - phase_cpu0, 1)})
                 if target is None:
-                    base = _cpu(phase.ema)
+                    base = cpu_copy(phase.ema)
                 elif name.startswith("gan"):
-                    finished[str(target)] = _cpu(phase.ema)
+                    finished[str(target)] = cpu_copy(phase.ema)
                 index += 1
             if phase_done or time.time() - last_save > cfg.save_every_s:
                 _save(folder, step, watch, data, base, finished, logs, phase, phase_done, phase_cpu0, train_paths, val_paths)
@@ -389,7 +385,7 @@ def _save(folder: Path, step: int, watch: Stopwatch, data, base, finished, logs,
     atomic_torch_save({"step": step, "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),
                        "data_rng": data.state(), "base": base, "finished": finished, "phase_logs": logs,
                        "phase_name": None if phase_done else phase.name, "phase_cpu0": phase_cpu0,
-                       "phase": {"model": _cpu(phase.model.state_dict())} if keep else
+                       "phase": {"model": cpu_copy(phase.model.state_dict())} if keep else
                        (None if phase_done else phase.state()),
                        "train_photos": [p.name for p in train_paths], "val_photos": [p.name for p in val_paths]},
                       folder / "state.pt")

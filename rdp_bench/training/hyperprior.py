@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from rdp_bench.codecs.gained_hyperprior import (DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior,
                                                 with_levels)
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, KidProbe, Log,
-                                    Stopwatch, atomic_torch_save, ema_update, ema_weight, gpu_autocast, open_job,
-                                    plot_curves, record_parent, warm_start_lineage, StepRecorder)
+                                    Stopwatch, atomic_torch_save, cpu_copy, ema_update, ema_weight, gpu_autocast,
+                                    open_job, plot_curves, record_parent, warm_start_lineage, StepRecorder)
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,6 @@ def validate(model: GainedMeanScaleHyperprior, images: list[torch.Tensor], level
     return rows
 
 
-def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu() for k, v in state.items()}
-
-
 def _warm_start(cfg: AutoencoderJobConfig) -> GainedMeanScaleHyperprior:
     """The bundled checkpoint ``cfg.init`` (the job's architecture), with ``cfg.add_lambdas``' levels added."""
     from rdp_bench.codecs.checkpoints import load_state_dict, read_manifest
@@ -221,7 +217,7 @@ def train_autoencoder(cfg: AutoencoderJobConfig, job: str = "autoencoder", jobs_
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out")
 
     def save() -> None:
-        atomic_torch_save({"model": _cpu(model.state_dict()), "ema": _cpu(ema), "opt": opt.state_dict(),
+        atomic_torch_save({"model": cpu_copy(model.state_dict()), "ema": cpu_copy(ema), "opt": opt.state_dict(),
                            "opt_aux": opt_aux.state_dict() if opt_aux is not None else {},
                            "step": step, "val_count": val_count,
                            "cpu_s": watch.cpu_s, "wall_s": watch.wall_s, "torch_rng": torch.get_rng_state(),

@@ -43,6 +43,11 @@ def on_cpu(obj: Any) -> Any:
     return obj
 
 
+def cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a state dict (weights or EMA), which later training steps never change."""
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
