@@ -152,6 +152,7 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     if not set(cfg.val_lambdas) <= set(lambdas):  # before open_job: a wrong command leaves no job folder
         raise ValueError(f"the compressor has no rate level at every validation λ {list(cfg.val_lambdas)}: its "
                          f"levels are {lambdas}")
+    val_levels = [lambdas.index(lam) for lam in cfg.val_lambdas]
     state = open_job(folder, {"stage": "corrdiff-score", **cfg.to_dict(),
                               "compressor_sha256": file_sha256(compressor_path)})
     torch.set_num_threads(cfg.threads)
@@ -199,7 +200,6 @@ def train_score(cfg: ScoreJobConfig, job: str = "corrdiff", jobs_dir: Path = DEF
     last_save = time.time()
     kid_probe = None
     levels = compressor.config.levels
-    val_levels = [compressor.config.lambdas.index(lam) for lam in cfg.val_lambdas]
     try:
         last = min(cfg.max_steps, until_step) if until_step is not None else cfg.max_steps
         while step < last and not stop["now"] and time.time() < deadline:
