@@ -10,6 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# torch-free: the train commands' defaults are the job configs' own
+from rdp_bench.training.configs import AutoencoderJobConfig, CDCJobConfig, HiFiCJobConfig, ScoreJobConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rate-distortion-perception benchmark for learned image codecs.")
 console = Console()
 
@@ -237,15 +240,15 @@ def train_autoencoder_cmd(
     job: str = typer.Option("autoencoder", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
-    max_steps: int = typer.Option(150_000, "--max-steps", help="The job's planned total steps (the LR drops at 85%)."),
-    n: int = typer.Option(64, "--N", help="Transform channels."),
-    m: int = typer.Option(128, "--M", help="Latent channels."),
-    crop: int = typer.Option(128, "--crop"),
-    batch: int = typer.Option(8, "--batch"),
-    lr: float = typer.Option(3e-4, "--lr"),
-    threads: int = typer.Option(2, "--threads"),
-    val_every: int = typer.Option(1000, "--val-every"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the transforms)."),
+    max_steps: int = typer.Option(AutoencoderJobConfig.max_steps, "--max-steps", help=f"The job's planned total steps (the LR drops at {AutoencoderJobConfig.decay_at:.0%})."),
+    n: int = typer.Option(AutoencoderJobConfig.N, "--N", help="Transform channels."),
+    m: int = typer.Option(AutoencoderJobConfig.M, "--M", help="Latent channels."),
+    crop: int = typer.Option(AutoencoderJobConfig.crop, "--crop"),
+    batch: int = typer.Option(AutoencoderJobConfig.batch, "--batch"),
+    lr: float = typer.Option(AutoencoderJobConfig.lr, "--lr"),
+    threads: int = typer.Option(AutoencoderJobConfig.threads, "--threads"),
+    val_every: int = typer.Option(AutoencoderJobConfig.val_every, "--val-every"),
+    device: str = typer.Option(AutoencoderJobConfig.device, "--device", help="cpu or cuda (bf16 autocast for the transforms)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled checkpoint's weights."),
     add_lambdas: Optional[str] = typer.Option(None, "--add-lambdas", help="Add rate levels at these λ (comma-separated) to the --init checkpoint and train only their gains; the other levels stay bit-identical."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
@@ -255,7 +258,7 @@ def train_autoencoder_cmd(
     """Stage 1 of CorrDiff: the variable-rate MSE autoencoder (compressor + D), as a resumable job.
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
-    from rdp_bench.training.hyperprior import AutoencoderJobConfig, export_autoencoder, job_lambdas, train_autoencoder
+    from rdp_bench.training.hyperprior import export_autoencoder, job_lambdas, train_autoencoder
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
@@ -289,14 +292,14 @@ def train_cdc_cmd(
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="Rate weights λ, one phase each (default: every λ of the cdc rate table)."),
-    steps: int = typer.Option(1000, "--steps", help="Training steps per λ."),
-    crop: int = typer.Option(128, "--crop"),
-    batch: int = typer.Option(8, "--batch"),
-    lr: float = typer.Option(2e-4, "--lr"),
-    joint: bool = typer.Option(False, "--joint", help="CDC's joint objective with every part trained (default: the rate path stays frozen)."),
-    threads: int = typer.Option(2, "--threads"),
-    val_every: int = typer.Option(500, "--val-every"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the UNet; validation decodes there too)."),
+    steps: int = typer.Option(CDCJobConfig.steps, "--steps", help="Training steps per λ."),
+    crop: int = typer.Option(CDCJobConfig.crop, "--crop"),
+    batch: int = typer.Option(CDCJobConfig.batch, "--batch"),
+    lr: float = typer.Option(CDCJobConfig.lr, "--lr"),
+    joint: bool = typer.Option(CDCJobConfig.joint, "--joint", help="CDC's joint objective with every part trained (default: the rate path stays frozen)."),
+    threads: int = typer.Option(CDCJobConfig.threads, "--threads"),
+    val_every: int = typer.Option(CDCJobConfig.val_every, "--val-every"),
+    device: str = typer.Option(CDCJobConfig.device, "--device", help="cpu or cuda (bf16 autocast for the UNet; validation decodes there too)."),
     init_dir: Optional[Path] = typer.Option(None, "--init-dir", help="Folder of cdc-tiny-l{λ} checkpoints each phase starts from (default: the bundled ones)."),
     scratch: bool = typer.Option(False, "--scratch", help="Start from random weights (needs --joint)."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
@@ -305,7 +308,7 @@ def train_cdc_cmd(
 ) -> None:
     """Train the tiny CDC checkpoints as a resumable job: per λ, CDC's ρ=0 diffusion loss from that λ's
     checkpoint. Re-running the same command continues from the saved state."""
-    from rdp_bench.training.cdc import WEIGHTS_DIR, CDCJobConfig, export_cdc, train_cdc
+    from rdp_bench.training.cdc import WEIGHTS_DIR, export_cdc, train_cdc
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
@@ -321,7 +324,7 @@ def train_cdc_cmd(
     if scratch and not joint:
         _fail("--scratch trains the rate path too: add --joint")
     try:
-        lambda_values = tuple(float(v) for v in _split(lambdas)) if lambdas else CDCJobConfig.lambdas
+        lambda_values = tuple(float(v) for v in _split(lambdas)) if lambdas else CDCJobConfig().lambdas  # rate-table default: set per instance
     except ValueError:
         _fail(f"--lambdas takes comma-separated numbers, got {lambdas!r}")
     cfg = CDCJobConfig(lambdas=lambda_values, steps=steps, crop=crop, batch=batch, lr=lr, joint=joint,
@@ -341,17 +344,17 @@ def train_hific_cmd(
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Target bpp of the models (HiFiC rate targeting; default: those of the hific rate table)."),
-    base_steps: int = typer.Option(10_000, "--base-steps", help="MSE+rate pretraining steps (shared by all targets)."),
-    rate_steps: int = typer.Option(1_200, "--rate-steps", help="Per target: rate-targeted fine-tuning steps."),
-    gan_steps: int = typer.Option(800, "--gan-steps", help="Per target: conditional-GAN fine-tuning steps."),
-    base_lambda: float = typer.Option(0.25, "--base-lambda", help="Rate weight of the pretraining."),
-    crop: int = typer.Option(128, "--crop"),
-    batch: int = typer.Option(8, "--batch"),
-    lr: float = typer.Option(5e-4, "--lr"),
-    threads: int = typer.Option(2, "--threads"),
-    val_every: int = typer.Option(1000, "--val-every"),
-    arch: str = typer.Option("tiny", "--arch", help="tiny or full (NeuralCompression size)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the autoencoder's transforms and the discriminator; validation runs there too)."),
+    base_steps: int = typer.Option(HiFiCJobConfig.base_steps, "--base-steps", help="MSE+rate pretraining steps (shared by all targets)."),
+    rate_steps: int = typer.Option(HiFiCJobConfig.rate_steps, "--rate-steps", help="Per target: rate-targeted fine-tuning steps."),
+    gan_steps: int = typer.Option(HiFiCJobConfig.gan_steps, "--gan-steps", help="Per target: conditional-GAN fine-tuning steps."),
+    base_lambda: float = typer.Option(HiFiCJobConfig.base_lambda, "--base-lambda", help="Rate weight of the pretraining."),
+    crop: int = typer.Option(HiFiCJobConfig.crop, "--crop"),
+    batch: int = typer.Option(HiFiCJobConfig.batch, "--batch"),
+    lr: float = typer.Option(HiFiCJobConfig.lr, "--lr"),
+    threads: int = typer.Option(HiFiCJobConfig.threads, "--threads"),
+    val_every: int = typer.Option(HiFiCJobConfig.val_every, "--val-every"),
+    arch: str = typer.Option(HiFiCJobConfig.arch, "--arch", help="tiny or full (NeuralCompression size)."),
+    device: str = typer.Option(HiFiCJobConfig.device, "--device", help="cpu or cuda (bf16 autocast for the autoencoder's transforms and the discriminator; validation runs there too)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job's base phase from this HiFiC checkpoint."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: bool = typer.Option(False, "--export", help="Do not train: write every finished target as a bundled checkpoint."),
@@ -361,7 +364,7 @@ def train_hific_cmd(
     """Train HiFiC as a resumable job: MSE+rate pretraining, then per target rate-targeted and
     conditional-GAN fine-tuning. Re-running the same command continues from the saved state."""
     from rdp_bench.codecs.hific import WEIGHTS_DIR
-    from rdp_bench.training.hific import HiFiCJobConfig, export_hific, export_hific_base, train_hific
+    from rdp_bench.training.hific import export_hific, export_hific_base, train_hific
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
@@ -378,7 +381,7 @@ def train_hific_cmd(
     if arch not in ("tiny", "full"):
         _fail(f"--arch {arch}: use tiny or full")
     try:
-        target_values = tuple(float(v) for v in _split(targets)) if targets else HiFiCJobConfig.targets
+        target_values = tuple(float(v) for v in _split(targets)) if targets else HiFiCJobConfig().targets  # rate-table default: set per instance
     except ValueError:
         _fail(f"--targets takes comma-separated bpp values, e.g. 0.15,0.3; got {targets!r}")
     cfg = HiFiCJobConfig(targets=target_values, crop=crop, batch=batch,
@@ -398,14 +401,14 @@ def train_corrdiff_cmd(
     job: str = typer.Option("corrdiff", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
     jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
-    max_steps: int = typer.Option(100_000, "--max-steps", help="The job's planned total steps (the LR drops at 85%)."),
-    widths: str = typer.Option("48,96,128", "--widths", help="Score network widths at 1/2, 1/4, 1/8 of the image."),
-    crop: int = typer.Option(128, "--crop"),
-    batch: int = typer.Option(8, "--batch"),
-    lr: float = typer.Option(2e-4, "--lr"),
-    threads: int = typer.Option(2, "--threads"),
-    val_every: int = typer.Option(1000, "--val-every"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bf16 autocast for the score network)."),
+    max_steps: int = typer.Option(ScoreJobConfig.max_steps, "--max-steps", help=f"The job's planned total steps (the LR drops at {ScoreJobConfig.decay_at:.0%})."),
+    widths: str = typer.Option(",".join(map(str, ScoreJobConfig.widths)), "--widths", help="Score network widths at 1/2, 1/4, 1/8 of the image."),
+    crop: int = typer.Option(ScoreJobConfig.crop, "--crop"),
+    batch: int = typer.Option(ScoreJobConfig.batch, "--batch"),
+    lr: float = typer.Option(ScoreJobConfig.lr, "--lr"),
+    threads: int = typer.Option(ScoreJobConfig.threads, "--threads"),
+    val_every: int = typer.Option(ScoreJobConfig.val_every, "--val-every"),
+    device: str = typer.Option(ScoreJobConfig.device, "--device", help="cpu or cuda (bf16 autocast for the score network)."),
     compressor: Optional[Path] = typer.Option(None, "--compressor", help="Frozen hyperprior checkpoint (default: the bundled one)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job from this bundled score-net checkpoint's weights."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
@@ -416,8 +419,7 @@ def train_corrdiff_cmd(
     """Stage 2 of CorrDiff: the score network on the frozen hyperprior (compressor + D), as a resumable job.
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
-    from rdp_bench.training.corrdiff import (HYPERPRIOR_CHECKPOINT, ScoreJobConfig, adopt_grown_compressor,
-                                             export_score, train_score)
+    from rdp_bench.training.corrdiff import HYPERPRIOR_CHECKPOINT, adopt_grown_compressor, export_score, train_score
     from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
 
     if adopt_compressor:

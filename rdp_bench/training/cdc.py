@@ -24,7 +24,6 @@ import json
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,11 +33,11 @@ import torch.nn.functional as F
 from rdp_bench.codecs.checkpoints import file_sha256, load_state_dict, read_manifest, save_checkpoint
 from rdp_bench.codecs.diffusion.model import CDCConfig, CDCModel, load_cdc_weights
 from rdp_bench.codecs.zoo.cdc import TABLE as CDC_TABLE
+from rdp_bench.training.configs import WEIGHTS_DIR, CDCJobConfig  # re-exported: their old home
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, KidProbe, Log, Stopwatch, atomic_torch_save, cpu_copy,
                                     ema_update, gpu_autocast, job_data, open_job, plot_curves, resume_clock,
                                     StepRecorder)
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
 #: the bundled rate weights λ (their owner is the rate table), largest λ (lowest rate) first
 DEFAULT_LAMBDAS = tuple(sorted((entry.params["lambda"] for entry in CDC_TABLE), reverse=True))
 #: the parts the decoder recipe freezes: the analysis transform and the hyperprior (they set the rate)
@@ -55,38 +54,6 @@ def weight_name(lam: float) -> str:
 def trainable_state_dict(model: CDCModel) -> dict[str, torch.Tensor]:
     """Weights without the schedule buffers (recomputed at load)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("train_")}
-
-
-@dataclass(frozen=True)
-class CDCJobConfig:
-    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
-    steps: int = 1000  # per λ
-    crop: int = 128
-    batch: int = 8
-    lr: float = 2e-4
-    #: learning rate × 0.1 from this fraction of each phase on
-    decay_at: float = 0.85
-    joint: bool = False
-    ema_decay: float = 0.995
-    val_every: int = 500
-    #: DDIM steps of the validation decode (the ``cdc`` codec's default)
-    val_steps: int = 8
-    save_every_s: float = 180.0
-    threads: int = 2
-    device: str = "cpu"
-    seed: int = 0
-    arch: str = "tiny"
-    #: folder with ``cdc-tiny-l{λ}.safetensors`` (+ manifest) to start each phase from; "" = from scratch
-    init_dir: str = str(WEIGHTS_DIR)
-
-    def phases(self) -> list[tuple[str, float, int]]:
-        return [(f"ft@{lam:g}", lam, self.steps) for lam in self.lambdas]
-
-    def architecture(self) -> CDCConfig:
-        return ARCHITECTURES[self.arch]()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"lambdas": list(self.lambdas)}
 
 
 def init_file(cfg: CDCJobConfig, lam: float) -> Path | None:

@@ -17,55 +17,18 @@ import copy
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rdp_bench.codecs.corrdiff_net import ScoreNet, ScoreNetConfig, privileged_decoder
+from rdp_bench.training.configs import HYPERPRIOR_CHECKPOINT, ScoreJobConfig  # re-exported: their old home
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
                                     atomic_torch_save, ema_update, gpu_autocast, open_job, plot_curves,
                                     record_parent, warm_start_lineage, StepRecorder)
 
-HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
-                         / "hyperprior-vr-n64m128.safetensors")
 MODES = ("e2e", "corrected", "diffusion-only")
-
-
-@dataclass(frozen=True)
-class ScoreJobConfig:
-    widths: tuple[int, ...] = (48, 96, 128)
-    blocks: int = 1
-    crop: int = 128
-    batch: int = 8
-    lr: float = 2e-4
-    #: learning rate × 0.1 from this fraction of ``max_steps`` on
-    decay_at: float = 0.85
-    max_steps: int = 100_000
-    ema_decay: float = 0.999
-    seed: int = 0
-    val_every: int = 1000
-    #: KID on every n-th validation; 0 = never
-    kid_every: int = 2
-    #: the compressor's λ of the rate levels validated (by λ, so a level added below keeps them), and DDIM steps
-    val_lambdas: tuple[float, ...] = (0.0018, 0.013)
-    val_steps: int = 4
-    save_every_s: float = 180.0
-    threads: int = 2
-    device: str = "cpu"
-    #: the frozen compressor + D (a bundled hyperprior checkpoint); its sha256 goes into the state
-    compressor: str = str(HYPERPRIOR_CHECKPOINT)
-    #: bundled score-net checkpoint whose weights start a new job (fresh optimizer and EMA); "" = zero head
-    init: str = ""
-
-    def net_config(self, decoder_channels: int) -> ScoreNetConfig:
-        return ScoreNetConfig(widths=tuple(self.widths), blocks=self.blocks, decoder_channels=decoder_channels)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["widths"], d["val_lambdas"] = list(self.widths), list(self.val_lambdas)
-        return d
 
 
 def load_compressor(path: Path):

@@ -24,7 +24,6 @@ import copy
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import save_checkpoint
 from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
-from rdp_bench.codecs.zoo.hific import TABLE as HIFIC_TABLE
+from rdp_bench.training.configs import HiFiCJobConfig  # re-exported: the config's old home
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
                                     atomic_torch_save, cpu_copy, ema_update, gpu_autocast, open_job, plot_curves,
                                     record_parent, warm_start_lineage, StepRecorder)
@@ -56,49 +55,6 @@ def lambdas_for(target: float) -> tuple[float, float]:
     if target in LAMBDAS:
         return LAMBDAS[target]
     return (0.4 / target, 2.0**-4)
-
-
-@dataclass(frozen=True)
-class HiFiCJobConfig:
-    #: the bundled targets (their owner is the rate table)
-    targets: tuple[float, ...] = tuple(sorted(entry.params["target_bpp"] for entry in HIFIC_TABLE))
-    crop: int = 128  # the MS-SSIM fallback needs > 96 px
-    batch: int = 8
-    #: λ_base of ``λ_base·bpp + k_M·MSE``; 0.25 is CompressAI's λ ≈ 0.0094 (k_M / λ_base), about 0.5 bpp
-    base_lambda: float = 0.25
-    base_steps: int = 10_000
-    rate_steps: int = 1_200
-    gan_steps: int = 800
-    lr: float = 5e-4
-    finetune_lr: float = 1e-4
-    #: learning rate × 0.1 from this fraction of the base phase on
-    decay_at: float = 0.85
-    #: the base phase's generator input: "noise" (the noisy latent) or "ste" (rounded, straight-through)
-    base_quantization: str = "noise"
-    ema_decay: float = 0.999
-    val_every: int = 1000
-    save_every_s: float = 180.0
-    threads: int = 2
-    device: str = "cpu"
-    seed: int = 0
-    arch: str = "tiny"
-    #: a HiFiC checkpoint (safetensors + manifest) whose weights start the base phase; "" = from scratch
-    init: str = ""
-
-    def phases(self) -> list[tuple[str, float | None, int]]:
-        """(name, target, steps) in training order."""
-        out: list[tuple[str, float | None, int]] = [("base", None, self.base_steps)]
-        for t in self.targets:
-            out += [(f"rate@{t}", t, self.rate_steps), (f"gan@{t}", t, self.gan_steps)]
-        return out
-
-    def architecture(self) -> HiFiCConfig:
-        return HiFiCConfig.tiny() if self.arch == "tiny" else HiFiCConfig()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["targets"] = list(self.targets)
-        return d
 
 
 # --- perceptual term -----------------------------------------------------------------------------

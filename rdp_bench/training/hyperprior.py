@@ -19,7 +19,6 @@ import copy
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,65 +27,10 @@ import torch.nn.functional as F
 
 from rdp_bench.codecs.gained_hyperprior import (DEFAULT_LAMBDAS, GainedHyperpriorConfig, GainedMeanScaleHyperprior,
                                                 with_levels)
+from rdp_bench.training.configs import AutoencoderJobConfig  # re-exported: the config's old home
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, KidProbe, Log,
                                     Stopwatch, atomic_torch_save, cpu_copy, ema_update, ema_weight, gpu_autocast,
                                     open_job, plot_curves, record_parent, warm_start_lineage, StepRecorder)
-
-
-@dataclass(frozen=True)
-class AutoencoderJobConfig:
-    N: int = 64
-    M: int = 128
-    lambdas: tuple[float, ...] = field(default=DEFAULT_LAMBDAS)
-    crop: int = 128
-    batch: int = 8
-    lr: float = 3e-4
-    lr_aux: float = 1e-3
-    #: learning rate × 0.1 from this fraction of ``max_steps`` on
-    decay_at: float = 0.85
-    max_steps: int = 150_000
-    ema_decay: float = 0.999
-    seed: int = 0
-    val_every: int = 1000
-    #: KID (two levels) on every n-th validation; 0 = never
-    kid_every: int = 5
-    save_every_s: float = 180.0
-    threads: int = 2
-    #: "cpu" or "cuda"; on CUDA the transforms run under bf16 autocast, the entropy models in float32
-    device: str = "cpu"
-    #: bundled checkpoint (safetensors + manifest) whose weights start a new job; "" = from scratch
-    init: str = ""
-    #: λ of rate levels added to ``init`` (whose levels are ``lambdas``): a gains-only job that trains just their
-    #: gain and inv_gain rows
-    add_lambdas: tuple[float, ...] = ()
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AutoencoderJobConfig":
-        """From a job's ``config.json``."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-    def model_config(self) -> GainedHyperpriorConfig:
-        lambdas = tuple(sorted({*self.lambdas, *self.add_lambdas})) if self.add_lambdas else tuple(self.lambdas)
-        return GainedHyperpriorConfig(self.N, self.M, lambdas)
-
-    def trained_levels(self) -> list[int]:
-        """The levels the steps draw from: the added ones, or every level."""
-        lambdas = self.model_config().lambdas
-        return [i for i, lam in enumerate(lambdas) if not self.add_lambdas or lam in self.add_lambdas]
-
-    def validation_levels(self) -> list[int]:
-        """Every level; in a gains-only job, the added levels and the existing ones beside them."""
-        levels = self.model_config().levels
-        return sorted({j for i in self.trained_levels() for j in (i - 1, i, i + 1) if 0 <= j < levels}
-                      if self.add_lambdas else range(levels))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["lambdas"] = list(self.lambdas)
-        d["add_lambdas"] = list(self.add_lambdas)
-        if not self.add_lambdas:  # the config.json of jobs started before the option still matches
-            del d["add_lambdas"]
-        return d
 
 
 def job_lambdas(folder: Path, init: str) -> tuple[float, ...]:
