@@ -14,7 +14,7 @@ TABLE = check_table("cdc", [
     WeightsEntry(1, "lambda0.003", "cdc-tiny-l0p003.safetensors", {"lambda": 0.003},
                  "6af4c956c3f91fd88779bdeb2475411907809a90f3a851c5d8b10cb7c2b09046"),
     WeightsEntry(3, "lambda0.0004", "cdc-tiny-l0p0004.safetensors", {"lambda": 0.0004},
-                 "dfa8fd3cf12822976bee7b165cb146247b48b0797d499391554e89c9d182557a"),
+                 "51dca6b8b3a9d6603c3d1ba87566285fe3fc8665611d9f511f317fad4540d96f"),
     WeightsEntry(2, "lambda0.0015", "cdc-tiny-l0p0015.safetensors", {"lambda": 0.0015},
-                 "f4f647d9ff068f5d30ab32fa1f907c852dac35d7865e646849b41cca170bab11"),
+                 "e830f4768df7aa57c3df29ecefe939cd76cb86339efc86f60aa0661b156e51cc"),
 ])
