@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rdp_bench.codecs.checkpoints import save_checkpoint
-from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, HiFiCConfig, parameter_count
+from rdp_bench.codecs.hific_arch import HiFiCAutoencoder, parameter_count
 from rdp_bench.training.configs import HiFiCJobConfig  # re-exported: the config's old home
 from rdp_bench.training.job import (DEFAULT_JOBS_DIR, CsvLog, job_data, resume_clock, Log, Stopwatch,
                                     atomic_torch_save, cpu_copy, ema_update, gpu_autocast, open_job, plot_curves,
@@ -356,7 +356,7 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
     if not state["finished"]:
         raise ValueError(f"{job_dir} has no finished target yet (step {state['step']}): train on")
     val = CsvLog(Path(job_dir) / "val.csv").rows()
-    arch = HiFiCConfig.tiny() if cfg["arch"] == "tiny" else HiFiCConfig()
+    arch = HiFiCJobConfig(arch=cfg["arch"]).architecture()
     written = []
     for key, weights in sorted(state["finished"].items(), key=lambda kv: float(kv[0])):
         target = float(key)
@@ -401,7 +401,7 @@ def export_hific_base(job_dir: Path, out: Path) -> Path:
     if state["base"] is None:
         raise ValueError(f"{job_dir} has not finished its base phase yet (step {state['step']}): train on")
     base = next(p for p in state["phase_logs"] if p["name"] == "base")
-    model = HiFiCAutoencoder(HiFiCConfig.tiny() if cfg["arch"] == "tiny" else HiFiCConfig())
+    model = HiFiCAutoencoder(HiFiCJobConfig(arch=cfg["arch"]).architecture())
     model.load_state_dict(state["base"])
     manifest = {"codec": "hific", "note": f"base phase (EMA) of the job {Path(job_dir).name}",
                 "training": {"steps": base["steps"], "cpu_hours": round(base["cpu_seconds"] / 3600, 3),
