@@ -8,11 +8,11 @@ from rdp_bench.codecs.zoo import WeightsEntry, check_table
 
 TABLE = check_table("hific", [
     WeightsEntry(0, "0.1bpp", "hific_tiny_0p10bpp.safetensors", {"target_bpp": 0.1},
-                 "5b040ffd056affbf022f9390672510a01152ab7ffd4830c706c39a217799a25b"),
+                 "96219f7b0cd7cfbc30b8d2c0e043355427bcfe6e87e345e5d2648c9b5a6d967e"),
     WeightsEntry(1, "0.2bpp", "hific_tiny_0p20bpp.safetensors", {"target_bpp": 0.2},
-                 "d3a81659d9ed07ee773bc501beed82dda9ac6f2bcaee669b3c3c601393ed6836"),
+                 "2849aefa6090fe4120562b42bfbe79142dde78443c7d360845052c000a7860e2"),
     WeightsEntry(2, "0.4bpp", "hific_tiny_0p40bpp.safetensors", {"target_bpp": 0.4},
-                 "8fbd06d3dda1855bc4f46e13e5d260ad827ecdd5c1b4d726f06e93457f7b8595"),
+                 "81e4166042b0a2ece3cbc4368a3d2eeb2a4ae8f624c0c166ac8d4afaca044eeb"),
     WeightsEntry(3, "0.8bpp", "hific_tiny_0p80bpp.safetensors", {"target_bpp": 0.8},
-                 "dcb1be8a33910076a29e62f10e6a90d773f4c9f5bfc00b8e679eecc2ebf79861"),
+                 "95b280dee60497573d9dca09c8ab910090797f8fbad3555a37a8b71b0e9f485f"),
 ])
