@@ -53,7 +53,7 @@ from rdp_bench.container import BitstreamError, Container
 # the one download policy; OFFLINE_ENV stays importable from here
 from rdp_bench.offline import OFF_REASON, OFFLINE_ENV, downloads_allowed, offline_miss  # noqa: F401
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
+from rdp_bench.bundled import CDC_WEIGHTS_DIR as WEIGHTS_DIR
 HF_URL = "https://huggingface.co/rhyang/CDC_params/resolve/main/x_param/{name}"
 CDC_DIR_ENV = "RDP_BENCH_CDC_DIR"
 NOISE_SCALE = 0.8

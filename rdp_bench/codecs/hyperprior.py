@@ -22,8 +22,7 @@ from rdp_bench.codecs.checkpoints import load_state_dict
 from rdp_bench.codecs.hyperprior_coder import decode_records, encode_images
 from rdp_bench.container import Container
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
-DEFAULT_CHECKPOINT = "hyperprior-vr-n64m128"
+from rdp_bench.bundled import HYPERPRIOR_DEFAULT as DEFAULT_CHECKPOINT, HYPERPRIOR_WEIGHTS_DIR as WEIGHTS_DIR
 
 
 def _manifest(path: Path) -> dict[str, Any]:

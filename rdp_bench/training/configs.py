@@ -8,7 +8,6 @@ returning model configs import them when called. The training modules re-export 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,11 +16,12 @@ if TYPE_CHECKING:
     from rdp_bench.codecs.gained_hyperprior import GainedHyperpriorConfig
     from rdp_bench.codecs.hific_arch import HiFiCConfig
 
+from rdp_bench.bundled import CDC_WEIGHTS_DIR, HYPERPRIOR_DEFAULT, HYPERPRIOR_WEIGHTS_DIR
+
 #: the bundled CDC checkpoints, which a CDC job's phases start from
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights" / "cdc"
+WEIGHTS_DIR = CDC_WEIGHTS_DIR
 #: the bundled hyperprior, CorrDiff's frozen compressor + D
-HYPERPRIOR_CHECKPOINT = (Path(__file__).resolve().parents[1] / "weights" / "hyperprior"
-                         / "hyperprior-vr-n64m128.safetensors")
+HYPERPRIOR_CHECKPOINT = HYPERPRIOR_WEIGHTS_DIR / f"{HYPERPRIOR_DEFAULT}.safetensors"
 
 
 # Defaults whose owners import torch: read when a config is made, not when this module loads.
