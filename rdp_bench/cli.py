@@ -356,6 +356,7 @@ def train_hific_cmd(
     arch: str = typer.Option(HiFiCJobConfig.arch, "--arch", help="tiny or full (NeuralCompression size)."),
     device: str = typer.Option(HiFiCJobConfig.device, "--device", help="cpu or cuda (bf16 autocast for the autoencoder's transforms and the discriminator; validation runs there too)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start a new job's base phase from this HiFiC checkpoint."),
+    init_targets: Optional[Path] = typer.Option(None, "--init-targets", help="Start each target from its checkpoint in this folder (e.g. rdp_bench/weights/hific), with --base-steps 0; add --rate-steps 0 to continue GAN fine-tuning."),
     photos: Optional[Path] = typer.Option(None, "--photos", help="Folder of shared photos (default ../shared/photos)."),
     export: bool = typer.Option(False, "--export", help="Do not train: write every finished target as a bundled checkpoint."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Where --export writes (default rdp_bench/weights/hific)."),
@@ -387,7 +388,7 @@ def train_hific_cmd(
     cfg = HiFiCJobConfig(targets=target_values, crop=crop, batch=batch,
                          base_lambda=base_lambda, base_steps=base_steps, rate_steps=rate_steps, gan_steps=gan_steps,
                          lr=lr, threads=threads, val_every=val_every, arch=arch, device=device,
-                         init=str(init) if init else "")
+                         init=str(init) if init else "", init_targets=str(init_targets) if init_targets else "")
     _check_device(device)
     try:
         train_hific(cfg, job, jobs_dir or DEFAULT_JOBS_DIR, minutes=minutes, photos_dir=photos,

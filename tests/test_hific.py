@@ -252,3 +252,59 @@ def test_training_job_exports_checkpoints_that_code(job_photos, tmp_path):
     assert [p.label for p in trained.rate_points()] == ["0.3bpp"]
     img = load_image(sorted(SAMPLES_DIR.glob("*.png"))[0])[:, :64, :80].contiguous()
     assert trained.decode(trained.encode([img], "0.3bpp"))[0].shape == img.shape
+
+
+def test_gan_fine_tuning_continues_from_finished_checkpoints(job_photos, tmp_path):
+    """--init-targets with no base and no rate phase: each target's GAN phase starts from its own checkpoint
+    (validated before the first step), resumes to the same weights, and its manifest counts the parent."""
+    from rdp_bench.training.hific import export_hific, export_hific_base, train_hific
+
+    quiet = lambda msg: None  # noqa: E731
+    parent = export_hific(train_hific(_tiny_job(), "parent", tmp_path, photos_dir=job_photos, log=quiet), tmp_path / "w")[0]
+    more_gan = _tiny_job(base_steps=0, rate_steps=0, gan_steps=3, init_targets=str(tmp_path / "w"))
+    assert more_gan.phases() == [("gan@0.3", 0.3, 3)]
+    assert "init_targets" not in _tiny_job().to_dict()  # so jobs begun before the option resume unchanged
+    straight = train_hific(more_gan, "straight", tmp_path, photos_dir=job_photos, log=quiet)
+    for until in (1, None):
+        resumed = train_hific(more_gan, "resumed", tmp_path, photos_dir=job_photos, until_step=until, log=quiet)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(resumed / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 3 and [p["name"] for p in b["phase_logs"]] == ["gan@0.3"]
+    for key in a["finished"]["0.3"]:
+        assert torch.equal(a["finished"]["0.3"][key], b["finished"]["0.3"][key]), key
+    rows = [line.split(",") for line in (resumed / "val.csv").read_text().splitlines()]
+    header = rows[0]
+    rows = [dict(zip(header, r)) for r in rows[1:]]
+    assert [r["series"] for r in rows] == ["start@0.3", "gan@0.3"]
+    # the start point is the parent's exported model (fp16 on disk), not fresh weights
+    parent_end = [dict(zip(header, r)) for r in (line.split(",") for line in
+                  (tmp_path / "parent" / "val.csv").read_text().splitlines()[1:])][-1]
+    assert parent_end["series"] == "gan@0.3"
+    assert float(rows[0]["psnr"]) == pytest.approx(float(parent_end["psnr"]), abs=0.05)
+    training = read_manifest(export_hific(resumed, tmp_path / "w2")[0])["training"]
+    assert [p["name"] for p in training["phases"]] == ["gan@0.3"]
+    assert training["warm_start"]["file"] == parent.name
+    assert training["warm_start"]["sha256"] == file_sha256(parent)
+    assert training["total_steps"] == 6 + 3
+    with pytest.raises(ValueError, match="no base phase"):
+        export_hific_base(resumed, tmp_path / "base.safetensors")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--init-targets", "w"], "use it with --base-steps 0"),
+    (["--base-steps", "0"], "needs --init-targets"),
+    (["--base-steps", "0", "--rate-steps", "0", "--gan-steps", "0", "--init-targets", "w"], "nothing to train"),
+    (["--base-steps", "0", "--init-targets", "empty"], "no checkpoint to start the 0.3 bpp target from"),
+])
+def test_a_continuation_that_cannot_run_is_one_line(tmp_path, options, message):
+    from typer.testing import CliRunner
+
+    from rdp_bench.cli import app
+
+    (tmp_path / "empty").mkdir()
+    options = [str(tmp_path / o) if o in ("w", "empty") else o for o in options]
+    jobs = tmp_path / "jobs"
+    result = CliRunner().invoke(app, ["train", "hific", "--jobs-dir", str(jobs), "--targets", "0.3", *options])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+    assert not jobs.exists()  # refused before a job folder is made

@@ -164,13 +164,26 @@ class HiFiCJobConfig:
     arch: str = "tiny"
     #: a HiFiC checkpoint (safetensors + manifest) whose weights start the base phase; "" = from scratch
     init: str = ""
+    #: a folder of per-target checkpoints (``hific_tiny_0p20bpp`` ...): each target's first phase starts from
+    #: its own there instead of from a base phase (so ``base_steps`` must be 0); "" = from the base phase
+    init_targets: str = ""
 
     def phases(self) -> list[tuple[str, float | None, int]]:
-        """(name, target, steps) in training order."""
+        """(name, target, steps) in training order; a phase of 0 steps is left out (with ``init_targets``,
+        ``rate_steps=0`` continues the GAN fine-tuning of the given checkpoints)."""
         out: list[tuple[str, float | None, int]] = [("base", None, self.base_steps)]
         for t in self.targets:
             out += [(f"rate@{t}", t, self.rate_steps), (f"gan@{t}", t, self.gan_steps)]
-        return out
+        return [p for p in out if p[2] > 0]
+
+    def check(self) -> None:
+        """ValueError for a plan that cannot run: nothing to train, or targets with nothing to start from."""
+        if self.init_targets and self.base_steps:
+            raise ValueError("--init-targets starts each target from its own checkpoint: use it with --base-steps 0")
+        if not self.init_targets and not self.base_steps:
+            raise ValueError("--base-steps 0 needs --init-targets (a folder of per-target checkpoints to start from)")
+        if not self.phases():
+            raise ValueError("nothing to train: give --rate-steps or --gan-steps more than 0")
 
     def architecture(self) -> HiFiCConfig:
         from rdp_bench.codecs.hific_arch import HiFiCConfig
@@ -180,6 +193,8 @@ class HiFiCJobConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["targets"] = list(self.targets)
+        if not d["init_targets"]:  # jobs started before the field existed resume with the same settings
+            del d["init_targets"]
         return d
 
 

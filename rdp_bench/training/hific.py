@@ -10,6 +10,10 @@ Phases, run in order as one resumable job (``training/job.py``):
 3. then ``gan@r_t``: adds β·GAN with a discriminator conditioned on the (upsampled) quantized latent ŷ,
    non-saturating loss, alternating generator / discriminator steps.
 
+With ``init_targets`` (and no base phase) each target starts from its own finished checkpoint instead, so
+``--base-steps 0 --rate-steps 0`` continues GAN fine-tuning of the bundled models; the discriminator is not
+bundled and starts fresh in every job, as it does in HiFiC's GAN stage.
+
 MSE is on the 0..255 scale (k_M = 0.075·2^-5 as in HiFiC). The perceptual term is LPIPS when its
 backbone weights are available locally, otherwise ``1 - MS-SSIM`` (3 scales, 7 px window, so crops above
 96 px fit); the manifest records which. Training crops come from the shared photos minus the validation
@@ -48,6 +52,15 @@ LAMBDAS = {0.1: (2.0**2, 2.0**-4), 0.2: (2.0**1, 2.0**-4), 0.4: (2.0**0, 2.0**-4
 def checkpoint_name(target: float) -> str:
     """``hific_tiny_0p10bpp`` for 0.1 bpp (no dot, so the name has a single suffix)."""
     return f"hific_tiny_{target:.2f}bpp".replace(".", "p")
+
+
+def target_init(init_targets: str, target: float) -> Path:
+    """The checkpoint a target's first phase starts from in an ``init_targets`` job."""
+    return Path(init_targets) / f"{checkpoint_name(target)}.safetensors"
+
+
+def _parent_record(target: float) -> str:
+    return f"parent-{checkpoint_name(target)}.json"
 
 
 def lambdas_for(target: float) -> tuple[float, float]:
@@ -232,6 +245,11 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
     or ``minutes`` of wall time; returns the job folder. SIGTERM / SIGINT save the state and stop."""
     from rdp_bench.training.job import KidProbe
 
+    cfg.check()
+    inits = {t: target_init(cfg.init_targets, t) for t in cfg.targets} if cfg.init_targets else {}
+    for target, path in inits.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint to start the {target:g} bpp target from: {path}")
     folder = Path(jobs_dir) / job
     state = open_job(folder, {"stage": "hific", **cfg.to_dict()})
     torch.set_num_threads(cfg.threads)
@@ -248,6 +266,8 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
         watch = resume_clock(state, step, data, (train_log, val_log), job, log)
     else:
         record_parent(folder, cfg.init)
+        for target, path in inits.items():
+            record_parent(folder, str(path), _parent_record(target))
         log(f"[{job}] new job: {len(train_paths)} training photos, {len(val_paths)} validation photos held out; "
             f"perceptual term {perceptual_name}")
     stop = {"now": False}
@@ -269,10 +289,11 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
                 kid_probe.append(None)
         return kid_probe[0]
 
-    def validate_row(phase: _Phase, with_kid: bool) -> None:
+    def validate_row(phase: _Phase, with_kid: bool, series: str | None = None) -> None:
+        series = series or phase.name
         row = validate(phase.ema_model(), val_images, kid() if with_kid else None)
-        val_log.append({"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "series": phase.name, **row})
-        log(f"[{job}] val step {step} {phase.name}: {row['bpp']:.3f} bpp, {row['psnr']:.2f} dB"
+        val_log.append({"step": step, "cpu_hours": round(watch.cpu_s / 3600, 4), "series": series, **row})
+        log(f"[{job}] val step {step} {series}: {row['bpp']:.3f} bpp, {row['psnr']:.2f} dB"
             + (f", KID {row['kid']:.4f}" if "kid" in row else ""))
         plot_curves(folder, f"{job}: HiFiC-{cfg.arch}, validation on {len(val_images)} held-out photos (EMA)")
 
@@ -283,18 +304,21 @@ def train_hific(cfg: HiFiCJobConfig, job: str = "hific", jobs_dir: Path = DEFAUL
         while index < len(plan) and step < last and not stop["now"] and time.time() < deadline:
             name, target, steps = plan[index]
             if phase is None or phase.name != name:
-                if name.startswith("rate"):
-                    begin = base
-                elif name.startswith("gan"):
-                    begin = phase.model.state_dict() if phase is not None else state["phase"]["model"]
-                else:
+                first_of_target = name.startswith("rate") or (name.startswith("gan") and not cfg.rate_steps)
+                if target is None:
                     begin = _init_weights(cfg.init) if cfg.init else None
+                elif first_of_target:
+                    begin = _init_weights(str(inits[target])) if inits else base
+                else:  # gan after its rate phase: from where that one ended
+                    begin = phase.model.state_dict() if phase is not None else state["phase"]["model"]
                 phase = _Phase(cfg, index, name, target, begin)
                 phase_cpu0, last_save = watch.cpu_s, time.time()
                 recorder.start_phase()
                 if state is not None and state.get("phase_name") == name:
                     phase.restore(state["phase"])  # resumed mid-phase: its CPU clock started before
                     phase_cpu0 = float(state["phase_cpu0"])
+                elif inits and first_of_target and not any(r.get("series") == f"start@{target}" for r in val_log.rows()):
+                    validate_row(phase, with_kid=True, series=f"start@{target}")  # the curve's point before training
                 state = None
             in_phase = step - starts[index]
             lr = (cfg.lr * (0.1 if in_phase >= cfg.decay_at * steps else 1.0)) if target is None else cfg.finetune_lr
@@ -362,6 +386,7 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
         target = float(key)
         names = ["base", f"rate@{target}", f"gan@{target}"]
         phases = [p for p in state["phase_logs"] if p["name"] in names]
+        steps, cpu_hours = sum(p["steps"] for p in phases), sum(p["cpu_seconds"] for p in phases) / 3600
         model = HiFiCAutoencoder(arch)
         model.load_state_dict(weights)
         model.eval()
@@ -372,18 +397,18 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
             "target_bpp": target,
             "loss": {"lambda_a": lambdas_for(target)[0], "lambda_b": lambdas_for(target)[1], "base_lambda": cfg["base_lambda"],
                      "k_M": K_M, "k_P": K_P, "beta": BETA, "mse_scale": "0..255", "perceptual_term": perceptual_loss()[0],
-                     "gan": "non-saturating, conditional on upsampled y_hat"},
+                     "gan": "non-saturating, conditional on upsampled y_hat; discriminator trained from scratch in each job"},
             "training": {
-                "steps": sum(p["steps"] for p in phases), "phases": phases,
-                "cpu_hours": round(sum(p["cpu_seconds"] for p in phases) / 3600, 3), "device": cfg["device"],
+                "steps": steps, "phases": phases, "cpu_hours": round(cpu_hours, 3), "device": cfg["device"],
                 "data": f"{cfg['crop']}px random crops with flips, batch {cfg['batch']}, of "
                         f"{len(state['train_photos'])} shared photos",
                 "train_photos": state["train_photos"], "validation_photos": state["val_photos"],
                 "held_out": "the validation photos and the bundled samples images are never trained on",
                 "job_config": cfg,
                 "last_validation": [r for r in val if r.get("series") == f"gan@{target}"][-1:],
-                **warm_start_lineage(Path(job_dir), cfg.get("init", ""), sum(p["steps"] for p in phases),
-                                     sum(p["cpu_seconds"] for p in phases) / 3600),
+                **(warm_start_lineage(Path(job_dir), str(target_init(cfg["init_targets"], target)), steps, cpu_hours,
+                                      _parent_record(target)) if cfg.get("init_targets") else
+                   warm_start_lineage(Path(job_dir), cfg.get("init", ""), steps, cpu_hours)),
             },
             "note": "Tiny HiFiC (NeuralCompression's layout, small widths), CPU-trained: not the paper's model.",
             "license": "MIT (trained by rdp-bench on the photos listed in shared/photos/manifest.csv)",
@@ -397,6 +422,8 @@ def export_hific_base(job_dir: Path, out: Path) -> Path:
     import json
 
     cfg = json.loads((Path(job_dir) / "config.json").read_text())
+    if cfg.get("init_targets"):
+        raise ValueError(f"{job_dir} has no base phase: it started each target from --init-targets")
     state = torch.load(Path(job_dir) / "state.pt", map_location="cpu", weights_only=True)
     if state["base"] is None:
         raise ValueError(f"{job_dir} has not finished its base phase yet (step {state['step']}): train on")
@@ -412,4 +439,4 @@ def export_hific_base(job_dir: Path, out: Path) -> Path:
 
 
 __all__ = ["ConditionalDiscriminator", "HiFiCJobConfig", "LAMBDAS", "export_hific", "export_hific_base", "lambdas_for", "perceptual_loss",
-           "train_hific", "validate"]
+           "target_init", "train_hific", "validate"]

@@ -264,13 +264,13 @@ class StepRecorder:
                                                                     if k not in ("step", "phase")))
 
 
-def record_parent(folder: Path, init: str) -> None:
+def record_parent(folder: Path, init: str, record: str = "parent.json") -> None:
     """At a warm-started job's start, keep what its parent checkpoint was (file, sha256, steps, CPU-hours) in
-    ``parent.json``: an export may later overwrite the parent's file under the same name."""
+    ``record``: an export may later overwrite the parent's file under the same name."""
     if init:
-        tmp = folder / "parent.json.tmp"
+        tmp = folder / f"{record}.tmp"
         tmp.write_text(json.dumps(_parent_summary(Path(init)), indent=1))
-        os.replace(tmp, folder / "parent.json")
+        os.replace(tmp, folder / record)
 
 
 def _parent_summary(path: Path) -> dict[str, Any]:
@@ -284,12 +284,13 @@ def _parent_summary(path: Path) -> dict[str, Any]:
             "cpu_hours": float(training.get("total_cpu_hours", training.get("cpu_hours", 0.0)))}
 
 
-def warm_start_lineage(folder: Path, init: str, steps: int, cpu_hours: float) -> dict[str, Any]:
-    """What a job that started from ``init`` adds up to: its parent (``parent.json``, else the parent's
+def warm_start_lineage(folder: Path, init: str, steps: int, cpu_hours: float,
+                       record: str = "parent.json") -> dict[str, Any]:
+    """What a job that started from ``init`` adds up to: its parent (``record``, else the parent's
     manifest as it is now) and the totals, so an exported manifest counts the whole training."""
     if not init:
         return {}
-    recorded = Path(folder) / "parent.json"
+    recorded = Path(folder) / record
     parent = json.loads(recorded.read_text()) if recorded.is_file() else _parent_summary(Path(init))
     if "steps" not in parent:
         return {"warm_start": parent}
