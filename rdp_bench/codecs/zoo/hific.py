@@ -8,9 +8,9 @@ from rdp_bench.codecs.zoo import WeightsEntry, check_table
 
 TABLE = check_table("hific", [
     WeightsEntry(0, "0.1bpp", "hific_tiny_0p10bpp.safetensors", {"target_bpp": 0.1},
-                 "96219f7b0cd7cfbc30b8d2c0e043355427bcfe6e87e345e5d2648c9b5a6d967e"),
+                 "85433af82fb7d3d4ed5cac2e7f9abc7ccd120f5c8eb0673da8a2e9af7d4a48a1"),
     WeightsEntry(1, "0.2bpp", "hific_tiny_0p20bpp.safetensors", {"target_bpp": 0.2},
-                 "2849aefa6090fe4120562b42bfbe79142dde78443c7d360845052c000a7860e2"),
+                 "9f65625985858d1d9622433041a4f302c38d52bd2544cef21e93b029ac94e4f4"),
     WeightsEntry(2, "0.4bpp", "hific_tiny_0p40bpp.safetensors", {"target_bpp": 0.4},
                  "81e4166042b0a2ece3cbc4368a3d2eeb2a4ae8f624c0c166ac8d4afaca044eeb"),
     WeightsEntry(3, "0.8bpp", "hific_tiny_0p80bpp.safetensors", {"target_bpp": 0.8},
