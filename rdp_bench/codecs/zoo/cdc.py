@@ -10,11 +10,11 @@ from rdp_bench.codecs.zoo import WeightsEntry, check_table
 
 TABLE = check_table("cdc", [
     WeightsEntry(0, "lambda0.032", "cdc-tiny-l0p032.safetensors", {"lambda": 0.032},
-                 "77a3e22fc26925f5ab28c09273b2e5c1edb21af15293ff4e6fd62d37c182d5e1"),
+                 "8b802f01a9cc5920eeab8ddc6c72d78b59312cc0a16d8294329548def69374ff"),
     WeightsEntry(1, "lambda0.003", "cdc-tiny-l0p003.safetensors", {"lambda": 0.003},
-                 "6af4c956c3f91fd88779bdeb2475411907809a90f3a851c5d8b10cb7c2b09046"),
+                 "c54e4862b4749eb97e43a55053a42b91f4f95297391eb67bb7120019541ca0b1"),
     WeightsEntry(3, "lambda0.0004", "cdc-tiny-l0p0004.safetensors", {"lambda": 0.0004},
-                 "51dca6b8b3a9d6603c3d1ba87566285fe3fc8665611d9f511f317fad4540d96f"),
+                 "26dc0a7b356a36611ccd908f6dec158f532a1b3e706596afb9c3706102795665"),
     WeightsEntry(2, "lambda0.0015", "cdc-tiny-l0p0015.safetensors", {"lambda": 0.0015},
-                 "e830f4768df7aa57c3df29ecefe939cd76cb86339efc86f60aa0661b156e51cc"),
+                 "9d2a907e4db474fd0ab81cf5f1a40e3d19a4fdf2241b3a140bf3e446258f37f3"),
 ])
