@@ -258,6 +258,7 @@ def test_gan_fine_tuning_continues_from_finished_checkpoints(job_photos, tmp_pat
     """--init-targets with no base and no rate phase: each target's GAN phase starts from its own checkpoint
     (validated before the first step), resumes to the same weights, and its manifest counts the parent."""
     from rdp_bench.training.hific import export_hific, export_hific_base, train_hific
+    from rdp_bench.training.job import CsvLog
 
     quiet = lambda msg: None  # noqa: E731
     parent = export_hific(train_hific(_tiny_job(), "parent", tmp_path, photos_dir=job_photos, log=quiet), tmp_path / "w")[0]
@@ -272,13 +273,10 @@ def test_gan_fine_tuning_continues_from_finished_checkpoints(job_photos, tmp_pat
     assert a["step"] == b["step"] == 3 and [p["name"] for p in b["phase_logs"]] == ["gan@0.3"]
     for key in a["finished"]["0.3"]:
         assert torch.equal(a["finished"]["0.3"][key], b["finished"]["0.3"][key]), key
-    rows = [line.split(",") for line in (resumed / "val.csv").read_text().splitlines()]
-    header = rows[0]
-    rows = [dict(zip(header, r)) for r in rows[1:]]
+    rows = CsvLog(resumed / "val.csv").rows()
     assert [r["series"] for r in rows] == ["start@0.3", "gan@0.3"]
     # the start point is the parent's exported model (fp16 on disk), not fresh weights
-    parent_end = [dict(zip(header, r)) for r in (line.split(",") for line in
-                  (tmp_path / "parent" / "val.csv").read_text().splitlines()[1:])][-1]
+    parent_end = CsvLog(tmp_path / "parent" / "val.csv").rows()[-1]
     assert parent_end["series"] == "gan@0.3"
     assert float(rows[0]["psnr"]) == pytest.approx(float(parent_end["psnr"]), abs=0.05)
     training = read_manifest(export_hific(resumed, tmp_path / "w2")[0])["training"]

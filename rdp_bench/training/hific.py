@@ -387,6 +387,9 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
         names = ["base", f"rate@{target}", f"gan@{target}"]
         phases = [p for p in state["phase_logs"] if p["name"] in names]
         steps, cpu_hours = sum(p["steps"] for p in phases), sum(p["cpu_seconds"] for p in phases) / 3600
+        # the checkpoint this target started from, and its record in the job folder
+        init, record = ((str(target_init(cfg["init_targets"], target)), _parent_record(target)) if cfg.get("init_targets")
+                        else (cfg.get("init", ""), "parent.json"))
         model = HiFiCAutoencoder(arch)
         model.load_state_dict(weights)
         model.eval()
@@ -406,9 +409,7 @@ def export_hific(job_dir: Path, out: Path) -> list[Path]:
                 "held_out": "the validation photos and the bundled samples images are never trained on",
                 "job_config": cfg,
                 "last_validation": [r for r in val if r.get("series") == f"gan@{target}"][-1:],
-                **(warm_start_lineage(Path(job_dir), str(target_init(cfg["init_targets"], target)), steps, cpu_hours,
-                                      _parent_record(target)) if cfg.get("init_targets") else
-                   warm_start_lineage(Path(job_dir), cfg.get("init", ""), steps, cpu_hours)),
+                **warm_start_lineage(Path(job_dir), init, steps, cpu_hours, record),
             },
             "note": "Tiny HiFiC (NeuralCompression's layout, small widths), CPU-trained: not the paper's model.",
             "license": "MIT (trained by rdp-bench on the photos listed in shared/photos/manifest.csv)",
