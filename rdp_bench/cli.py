@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 # torch-free: the train commands' defaults are the job configs' own
-from rdp_bench.training.configs import AutoencoderJobConfig, CDCJobConfig, HiFiCJobConfig, ScoreJobConfig
+from rdp_bench.training.configs import DEFAULT_JOBS_DIR, AutoencoderJobConfig, CDCJobConfig, HiFiCJobConfig, ScoreJobConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Rate-distortion-perception benchmark for learned image codecs.")
 console = Console()
@@ -198,6 +198,7 @@ def _unavailable_reasons(table) -> dict[str, str]:
 list_app = typer.Typer(help="List codecs, datasets or metrics.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 train_app = typer.Typer(help="Train the bundled learned-codec checkpoints.", no_args_is_help=True)
+_JOBS_DIR_OPTION = typer.Option(None, "--jobs-dir", help=f"Where job folders live (default {DEFAULT_JOBS_DIR.name}/).")
 app.add_typer(train_app, name="train")
 
 
@@ -238,7 +239,7 @@ def install_bpg_cmd(
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
     job: str = typer.Option("autoencoder", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
-    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    jobs_dir: Optional[Path] = _JOBS_DIR_OPTION,
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     max_steps: int = typer.Option(AutoencoderJobConfig.max_steps, "--max-steps", help=f"The job's planned total steps (the LR drops at {AutoencoderJobConfig.decay_at:.0%})."),
     n: int = typer.Option(AutoencoderJobConfig.N, "--N", help="Transform channels."),
@@ -259,7 +260,7 @@ def train_autoencoder_cmd(
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
     from rdp_bench.training.hyperprior import export_autoencoder, job_lambdas, train_autoencoder
-    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
+    from rdp_bench.training.job import JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
     if export:
@@ -289,7 +290,7 @@ def train_autoencoder_cmd(
 @train_app.command("cdc")
 def train_cdc_cmd(
     job: str = typer.Option("cdc", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
-    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    jobs_dir: Optional[Path] = _JOBS_DIR_OPTION,
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="Rate weights λ, one phase each (default: every λ of the cdc rate table)."),
     steps: int = typer.Option(CDCJobConfig.steps, "--steps", help="Training steps per λ."),
@@ -309,7 +310,7 @@ def train_cdc_cmd(
     """Train the tiny CDC checkpoints as a resumable job: per λ, CDC's ρ=0 diffusion loss from that λ's
     checkpoint. Re-running the same command continues from the saved state."""
     from rdp_bench.training.cdc import WEIGHTS_DIR, export_cdc, train_cdc
-    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
+    from rdp_bench.training.job import JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
     if export:
@@ -341,7 +342,7 @@ def train_cdc_cmd(
 @train_app.command("hific")
 def train_hific_cmd(
     job: str = typer.Option("hific", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
-    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    jobs_dir: Optional[Path] = _JOBS_DIR_OPTION,
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Target bpp of the models (HiFiC rate targeting; default: those of the hific rate table)."),
     base_steps: int = typer.Option(HiFiCJobConfig.base_steps, "--base-steps", help="MSE+rate pretraining steps (shared by all targets)."),
@@ -366,7 +367,7 @@ def train_hific_cmd(
     conditional-GAN fine-tuning. Re-running the same command continues from the saved state."""
     from rdp_bench.codecs.hific import WEIGHTS_DIR
     from rdp_bench.training.hific import export_hific, export_hific_base, train_hific
-    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
+    from rdp_bench.training.job import JobMismatch
 
     folder = (jobs_dir or DEFAULT_JOBS_DIR) / job
     if export or export_base:
@@ -400,7 +401,7 @@ def train_hific_cmd(
 @train_app.command("corrdiff")
 def train_corrdiff_cmd(
     job: str = typer.Option("corrdiff", "--job", help="Job name: its folder under --jobs-dir holds the resume state."),
-    jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Where job folders live (default .train_state/)."),
+    jobs_dir: Optional[Path] = _JOBS_DIR_OPTION,
     minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop (and save) after this many wall minutes."),
     max_steps: int = typer.Option(ScoreJobConfig.max_steps, "--max-steps", help=f"The job's planned total steps (the LR drops at {ScoreJobConfig.decay_at:.0%})."),
     widths: str = typer.Option(",".join(map(str, ScoreJobConfig.widths)), "--widths", help="Score network widths at 1/2, 1/4, 1/8 of the image."),
@@ -421,7 +422,7 @@ def train_corrdiff_cmd(
 
     Re-running the same command continues from the saved state; --export writes the bundled checkpoint."""
     from rdp_bench.training.corrdiff import HYPERPRIOR_CHECKPOINT, adopt_grown_compressor, export_score, train_score
-    from rdp_bench.training.job import DEFAULT_JOBS_DIR, JobMismatch
+    from rdp_bench.training.job import JobMismatch
 
     if adopt_compressor:
         from rdp_bench.codecs.corrdiff import DEFAULT_CHECKPOINT, WEIGHTS_DIR

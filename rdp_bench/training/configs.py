@@ -8,6 +8,7 @@ returning model configs import them when called. The training modules re-export 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from rdp_bench.codecs.hific_arch import HiFiCConfig
 
 from rdp_bench.bundled import CDC_WEIGHTS_DIR, HYPERPRIOR_DEFAULT, HYPERPRIOR_WEIGHTS_DIR
+
+#: where job folders (resume states) live unless ``--jobs-dir`` says otherwise; out of git
+DEFAULT_JOBS_DIR = Path(__file__).resolve().parents[2] / ".train_state"
 
 #: the bundled CDC checkpoints, which a CDC job's phases start from
 WEIGHTS_DIR = CDC_WEIGHTS_DIR

@@ -24,8 +24,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_JOBS_DIR = ROOT / ".train_state"
+from rdp_bench.training.configs import DEFAULT_JOBS_DIR  # noqa: F401 (re-exported for the training modules)
 
 
 class JobMismatch(ValueError):
